@@ -1,0 +1,168 @@
+//! The OCI image layout's `index.json`, where a repository's manifests and
+//! tags live. Fields skiff does not know (platform, urls, data, extra
+//! annotations) are kept as they are, so a layout made by another tool stays
+//! intact when skiff rewrites its index.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// The annotation that names a tag in a layout's `index.json`.
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// Contents of a repository's `oci-layout` file.
+pub const OCI_LAYOUT_FILE: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Descriptor {
+    pub fn new(media_type: &str, digest: &str, size: u64) -> Self {
+        Descriptor {
+            media_type: media_type.to_string(),
+            digest: digest.to_string(),
+            size,
+            artifact_type: None,
+            annotations: BTreeMap::new(),
+            extra: Map::new(),
+        }
+    }
+
+    pub fn tag(&self) -> Option<&str> {
+        self.annotations.get(REF_NAME).map(String::as_str)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageIndex {
+    pub schema_version: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    #[serde(default)]
+    pub manifests: Vec<Descriptor>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Default for ImageIndex {
+    fn default() -> Self {
+        ImageIndex {
+            schema_version: 2,
+            media_type: Some(crate::manifest::OCI_INDEX.to_string()),
+            manifests: Vec::new(),
+            extra: Map::new(),
+        }
+    }
+}
+
+impl ImageIndex {
+    pub fn tags(&self) -> impl Iterator<Item = &str> {
+        self.manifests.iter().filter_map(Descriptor::tag)
+    }
+
+    pub fn by_tag(&self, tag: &str) -> Option<&Descriptor> {
+        self.manifests.iter().find(|d| d.tag() == Some(tag))
+    }
+
+    pub fn by_digest(&self, digest: &str) -> Option<&Descriptor> {
+        self.manifests.iter().find(|d| d.digest == digest)
+    }
+
+    /// Point `tag` at `desc`, moving it off whatever it named before. The
+    /// manifest it named stays in the index, untagged, so it remains
+    /// reachable by digest until garbage collection decides otherwise.
+    pub fn set_tag(&mut self, tag: &str, desc: &Descriptor) {
+        self.remove_tag(tag);
+        // Reuse an untagged entry of the same manifest rather than add a second.
+        self.manifests
+            .retain(|d| !(d.digest == desc.digest && d.tag().is_none()));
+        let mut tagged = desc.clone();
+        tagged
+            .annotations
+            .insert(REF_NAME.to_string(), tag.to_string());
+        self.manifests.push(tagged);
+    }
+
+    /// Record a manifest pushed by digest, unless the index already has it.
+    pub fn add_untagged(&mut self, desc: &Descriptor) {
+        if self.by_digest(&desc.digest).is_none() {
+            let mut d = desc.clone();
+            d.annotations.remove(REF_NAME);
+            self.manifests.push(d);
+        }
+    }
+
+    /// Remove one tag; the manifest stays, untagged, if nothing else names it.
+    pub fn remove_tag(&mut self, tag: &str) -> bool {
+        let Some(pos) = self.manifests.iter().position(|d| d.tag() == Some(tag)) else {
+            return false;
+        };
+        let mut old = self.manifests.remove(pos);
+        if self.by_digest(&old.digest).is_none() {
+            old.annotations.remove(REF_NAME);
+            self.manifests.push(old);
+        }
+        true
+    }
+
+    /// Remove a manifest and every tag on it.
+    pub fn remove_digest(&mut self, digest: &str) -> bool {
+        let before = self.manifests.len();
+        self.manifests.retain(|d| d.digest != digest);
+        self.manifests.len() != before
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desc(d: &str) -> Descriptor {
+        Descriptor::new(crate::manifest::OCI_MANIFEST, d, 10)
+    }
+
+    #[test]
+    fn tagging_and_untagging() {
+        let mut idx = ImageIndex::default();
+        idx.add_untagged(&desc("sha256:a"));
+        idx.set_tag("v1", &desc("sha256:a"));
+        assert_eq!(idx.manifests.len(), 1, "untagged entry reused");
+        idx.set_tag("latest", &desc("sha256:a"));
+        assert_eq!(idx.tags().collect::<Vec<_>>(), ["v1", "latest"]);
+        // Moving a tag keeps the old manifest reachable.
+        idx.set_tag("v1", &desc("sha256:b"));
+        assert_eq!(idx.by_tag("v1").unwrap().digest, "sha256:b");
+        assert!(idx.by_digest("sha256:a").is_some());
+        assert!(idx.remove_tag("latest"));
+        assert!(idx.by_digest("sha256:a").is_some(), "untagged but kept");
+        assert!(idx.by_tag("latest").is_none());
+        assert!(!idx.remove_tag("latest"));
+        assert!(idx.remove_digest("sha256:b"));
+        assert!(idx.by_tag("v1").is_none());
+    }
+
+    #[test]
+    fn keeps_unknown_fields() {
+        let json = r#"{"schemaVersion":2,"manifests":[{"mediaType":"m","digest":"sha256:a","size":1,
+            "platform":{"os":"linux","architecture":"amd64"},
+            "annotations":{"org.opencontainers.image.ref.name":"t","x":"y"}}],"annotations":{"k":"v"}}"#;
+        let idx: ImageIndex = serde_json::from_str(json).unwrap();
+        let back: serde_json::Value = serde_json::to_value(&idx).unwrap();
+        assert_eq!(back["manifests"][0]["platform"]["os"], "linux");
+        assert_eq!(back["manifests"][0]["annotations"]["x"], "y");
+        assert_eq!(back["annotations"]["k"], "v");
+        assert_eq!(idx.tags().collect::<Vec<_>>(), ["t"]);
+    }
+}

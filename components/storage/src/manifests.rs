@@ -1,0 +1,154 @@
+//! Manifests: stored byte-exact as blobs of their repository, listed (with
+//! their tags) in the layout's `index.json`.
+
+use crate::bindings::exports::skiff::registry::store::{Manifest, PutManifestResult};
+use crate::bindings::skiff::registry::objects::{self, ObjectError};
+use crate::{blobs, keys, meta, Error};
+use skiff_core::layout::Descriptor;
+use skiff_core::manifest::{self, Kind, MAX_MANIFEST_BYTES};
+use skiff_core::{Digest, Reference};
+
+fn reference(s: &str) -> Result<Reference, Error> {
+    s.parse()
+        .map_err(|e| Error::ManifestInvalid(format!("{e}")))
+}
+
+/// Read a manifest's bytes; `None` if the repository has no such blob.
+fn read_blob(repo: &str, d: &Digest) -> Result<Option<Vec<u8>>, Error> {
+    let key = keys::blob(repo, d);
+    match objects::stat(&key) {
+        Ok(m) if m.size as usize > MAX_MANIFEST_BYTES => return Ok(None),
+        Ok(_) => {}
+        Err(ObjectError::NotFound) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    match objects::get(&key) {
+        Ok((bytes, _)) => Ok(Some(bytes)),
+        Err(ObjectError::NotFound) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn get(repo: &str, reference_str: &str) -> Result<Manifest, Error> {
+    let idx = meta::index(repo)?.ok_or(Error::ManifestUnknown)?;
+    let (digest, listed_type) = match reference(reference_str)? {
+        Reference::Tag(t) => {
+            let desc = idx.by_tag(t.as_str()).ok_or(Error::ManifestUnknown)?;
+            (keys::digest(&desc.digest)?, Some(desc.media_type.clone()))
+        }
+        Reference::Digest(d) => {
+            let listed = idx.by_digest(&d.to_string()).map(|x| x.media_type.clone());
+            (d, listed)
+        }
+    };
+    let bytes = read_blob(repo, &digest)?.ok_or(Error::ManifestUnknown)?;
+    let media_type = match listed_type {
+        Some(t) => t,
+        // Not in index.json: a manifest an index refers to (layouts written by
+        // other tools list only the top one), or not a manifest at all.
+        None => {
+            manifest::parse(&bytes, None)
+                .map_err(|_| Error::ManifestUnknown)?
+                .media_type
+        }
+    };
+    Ok(Manifest {
+        media_type,
+        digest: digest.to_string(),
+        bytes,
+    })
+}
+
+pub fn put(
+    repo: &str,
+    reference_str: &str,
+    media_type: &str,
+    bytes: Vec<u8>,
+    tags: &[String],
+) -> Result<PutManifestResult, Error> {
+    let target = reference(reference_str)?;
+    let digest = match &target {
+        Reference::Digest(d) => {
+            let actual = d.recompute(&bytes);
+            if &actual != d {
+                return Err(Error::DigestInvalid(format!(
+                    "manifest has digest {actual}, not {d}"
+                )));
+            }
+            actual
+        }
+        Reference::Tag(_) => Digest::sha256_of(&bytes),
+    };
+    let content_type = (!media_type.is_empty()).then_some(media_type);
+    let m = manifest::parse(&bytes, content_type).map_err(|e| Error::ManifestInvalid(e.0))?;
+    if m.kind == Kind::Image {
+        for b in &m.blobs {
+            if !blobs::exists(repo, b)? {
+                return Err(Error::ManifestBlobUnknown(b.to_string()));
+            }
+        }
+    }
+
+    // Order matters for crash safety: the bytes first, then the referrer
+    // entry, then the index that makes the manifest reachable by tag.
+    meta::ensure_layout(repo)?;
+    blobs::put_small(repo, &digest, &bytes)?;
+    let mut desc = Descriptor::new(&m.media_type, &digest.to_string(), bytes.len() as u64);
+    if let Some(subject) = &m.subject {
+        let mut referrer = desc.clone();
+        referrer.artifact_type = m.artifact_type.clone();
+        referrer.annotations = m.annotations.clone();
+        meta::add_referrer(repo, subject, referrer)?;
+    }
+    desc.artifact_type = None;
+    let mut all_tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+    if let Reference::Tag(t) = &target {
+        all_tags.push(t.as_str());
+    }
+    meta::update_index(repo, |idx| {
+        let before = idx.clone();
+        if all_tags.is_empty() {
+            idx.add_untagged(&desc);
+        }
+        for t in &all_tags {
+            idx.set_tag(t, &desc);
+        }
+        Ok(*idx != before)
+    })?;
+    Ok(PutManifestResult {
+        digest: digest.to_string(),
+        subject: m.subject.map(|s| s.to_string()),
+    })
+}
+
+pub fn delete(repo: &str, reference_str: &str) -> Result<(), Error> {
+    match reference(reference_str)? {
+        Reference::Tag(t) => {
+            let mut found = false;
+            meta::update_index(repo, |idx| {
+                found = idx.remove_tag(t.as_str());
+                Ok(found)
+            })?;
+            if found {
+                Ok(())
+            } else {
+                Err(Error::ManifestUnknown)
+            }
+        }
+        Reference::Digest(d) => {
+            let bytes = read_blob(repo, &d)?.ok_or(Error::ManifestUnknown)?;
+            // The referrer entry goes first so the referrers API never lists a
+            // manifest that is gone.
+            if let Ok(m) = manifest::parse(&bytes, None) {
+                if let Some(subject) = &m.subject {
+                    meta::remove_referrer(repo, subject, &d.to_string())?;
+                }
+            }
+            meta::update_index(repo, |idx| Ok(idx.remove_digest(&d.to_string())))?;
+            match objects::delete(&keys::blob(repo, &d)) {
+                Ok(()) | Err(ObjectError::NotFound) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! `skiff`: the native host. It is the only part of skiff that touches the
+//! OS: it serves HTTP, runs the registry component (one fresh instance per
+//! request) and implements the component's `objects` import on local disk.
+
+mod config;
+mod objects;
+mod runtime;
+mod server;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "skiff",
+    version,
+    about = "An OCI registry whose logic runs as WebAssembly components"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the registry. Without a config file: 127.0.0.1:5000, data in ./skiff-data.
+    Serve {
+        /// A JSON config file with zot's key names.
+        config: Option<PathBuf>,
+    },
+    /// Check a config file and print what it means, then exit.
+    Verify { config: PathBuf },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            let cfg = config::Config::load(config.as_deref())?;
+            init_logging(&cfg.log_level);
+            for k in &cfg.unknown_keys {
+                tracing::warn!(key = %k, "unknown configuration key ignored");
+            }
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(server::serve(cfg))
+        }
+        Command::Verify { config } => {
+            let cfg = config::Config::load(Some(&config))?;
+            for k in &cfg.unknown_keys {
+                println!("warning: unknown key {k}");
+            }
+            println!("{cfg:#?}");
+            Ok(())
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("skiff={level},warn")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

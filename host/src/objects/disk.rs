@@ -1,0 +1,429 @@
+//! Objects on a local filesystem.
+//!
+//! Publishing is atomic: small objects are written to a temporary file and
+//! renamed (or hard-linked, for create-if-absent) into place. A version is
+//! the file's inode, mtime and size, which every replace changes, and
+//! compare-and-swap holds a striped in-process lock only around the check and
+//! the rename of one key, never around I/O of other keys.
+
+use super::keys::{key_path, prefix_path};
+use crate::runtime::skiff::registry::objects::{Child, Condition, Meta, ObjectError, Written};
+use bytes::Bytes;
+use sha2::{Digest as _, Sha256};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, StreamError};
+
+/// Size of the reads and writes that move blob bytes.
+const CHUNK: usize = 1 << 20;
+const LOCK_STRIPES: usize = 64;
+
+pub struct Disk {
+    root: PathBuf,
+    /// fsync a file and its directory before it is published.
+    commit: bool,
+    locks: Vec<tokio::sync::Mutex<()>>,
+}
+
+fn io_err(e: io::Error) -> ObjectError {
+    match e.kind() {
+        ErrorKind::NotFound => ObjectError::NotFound,
+        _ => ObjectError::Io(e.to_string()),
+    }
+}
+
+fn meta_of(md: &fs::Metadata) -> Meta {
+    let mtime_ns = md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128;
+    Meta {
+        size: md.len(),
+        modified_ms: (mtime_ns / 1_000_000).max(0) as u64,
+        version: format!("{:x}-{:x}-{:x}", md.ino(), mtime_ns, md.len()),
+    }
+}
+
+/// Run blocking filesystem work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ObjectError> + Send + 'static,
+) -> Result<T, ObjectError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ObjectError::Io(format!("blocking task failed: {e}")))?
+}
+
+fn temp_name(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("object");
+    path.with_file_name(format!(".tmp-{:016x}-{name}", rand::random::<u64>()))
+}
+
+fn sync_dir(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+/// Create `dst` as a new name for `src`'s file; `AlreadyExists` if taken.
+/// Where the filesystem has no hard links, a copy published the same way.
+fn link_or_copy(src: &Path, dst: &Path, commit: bool) -> io::Result<()> {
+    match fs::hard_link(src, dst) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists || e.kind() == ErrorKind::NotFound => Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "hard link refused; copying instead");
+            let tmp = temp_name(dst);
+            fs::copy(src, &tmp)?;
+            if commit {
+                File::open(&tmp)?.sync_all()?;
+            }
+            let r = fs::hard_link(&tmp, dst);
+            let _ = fs::remove_file(&tmp);
+            r
+        }
+    }
+}
+
+impl Disk {
+    pub fn new(root: PathBuf, commit: bool) -> io::Result<Disk> {
+        fs::create_dir_all(&root)?;
+        Ok(Disk {
+            root,
+            commit,
+            locks: (0..LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        })
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, ObjectError> {
+        key_path(&self.root, key)
+    }
+
+    fn lock_for(&self, key: &str) -> &tokio::sync::Mutex<()> {
+        let h = key
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        &self.locks[h % LOCK_STRIPES]
+    }
+
+    pub async fn get(&self, key: &str) -> Result<(Vec<u8>, Meta), ObjectError> {
+        let path = self.path(key)?;
+        blocking(move || {
+            // Read and stat through one handle, so bytes and version agree.
+            let mut f = File::open(&path).map_err(io_err)?;
+            let md = f.metadata().map_err(io_err)?;
+            let mut buf = Vec::with_capacity(md.len() as usize);
+            f.read_to_end(&mut buf).map_err(io_err)?;
+            Ok((buf, meta_of(&md)))
+        })
+        .await
+    }
+
+    pub async fn stat(&self, key: &str) -> Result<Meta, ObjectError> {
+        let path = self.path(key)?;
+        blocking(move || {
+            let md = fs::metadata(&path).map_err(io_err)?;
+            if md.is_dir() {
+                return Err(ObjectError::NotFound);
+            }
+            Ok(meta_of(&md))
+        })
+        .await
+    }
+
+    pub async fn put(
+        &self,
+        key: &str,
+        data: Vec<u8>,
+        when: Condition,
+    ) -> Result<Meta, ObjectError> {
+        let path = self.path(key)?;
+        let commit = self.commit;
+        let tmp = temp_name(&path);
+        let (staged, dir) = (tmp.clone(), path.parent().map(Path::to_path_buf));
+        blocking(move || {
+            if let Some(dir) = dir {
+                fs::create_dir_all(dir).map_err(io_err)?;
+            }
+            let mut f = File::create(&staged).map_err(io_err)?;
+            f.write_all(&data).map_err(io_err)?;
+            if commit {
+                f.sync_all().map_err(io_err)?;
+            }
+            Ok(())
+        })
+        .await?;
+        let result = match when {
+            Condition::Always => self.publish_replace(&tmp, &path).await,
+            Condition::IfAbsent => self.publish_new(&tmp, &path).await,
+            Condition::IfVersion(v) => {
+                let _guard = self.lock_for(key).lock().await;
+                match self.stat(key).await {
+                    Ok(m) if m.version == v => self.publish_replace(&tmp, &path).await,
+                    Ok(_) | Err(ObjectError::NotFound) => Err(ObjectError::PreconditionFailed),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        let _ = fs::remove_file(&tmp);
+        result?;
+        self.stat(key).await
+    }
+
+    async fn publish_replace(&self, tmp: &Path, path: &Path) -> Result<(), ObjectError> {
+        let (tmp, path, commit) = (tmp.to_path_buf(), path.to_path_buf(), self.commit);
+        blocking(move || {
+            fs::rename(&tmp, &path).map_err(io_err)?;
+            if commit {
+                sync_dir(&path).map_err(io_err)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn publish_new(&self, tmp: &Path, path: &Path) -> Result<(), ObjectError> {
+        let (tmp, path, commit) = (tmp.to_path_buf(), path.to_path_buf(), self.commit);
+        blocking(move || {
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir).map_err(io_err)?;
+            }
+            match link_or_copy(&tmp, &path, commit) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    return Err(ObjectError::PreconditionFailed)
+                }
+                Err(e) => return Err(io_err(e)),
+            }
+            let _ = fs::remove_file(&tmp);
+            if commit {
+                sync_dir(&path).map_err(io_err)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), ObjectError> {
+        let path = self.path(key)?;
+        blocking(move || fs::remove_file(&path).map_err(io_err)).await
+    }
+
+    pub async fn list_children(&self, prefix: &str) -> Result<Vec<Child>, ObjectError> {
+        let dir = prefix_path(&self.root, prefix)?;
+        blocking(move || {
+            let mut out = Vec::new();
+            for entry in fs::read_dir(&dir).map_err(io_err)? {
+                let entry = entry.map_err(io_err)?;
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
+                let is_prefix = entry.file_type().map_err(io_err)?.is_dir();
+                out.push(Child { name, is_prefix });
+            }
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn write_from(
+        &self,
+        key: &str,
+        offset: u64,
+        src: &mut DynInputStream,
+        limit: Option<u64>,
+    ) -> Result<Written, ObjectError> {
+        let path = self.path(key)?;
+        let commit = self.commit;
+        let mut file = blocking(move || {
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir).map_err(io_err)?;
+            }
+            let mut f = OpenOptions::new()
+                .create(offset == 0)
+                .append(true)
+                .open(&path)
+                .map_err(io_err)?;
+            let len = f.metadata().map_err(io_err)?.len();
+            if len != offset {
+                return Err(ObjectError::PreconditionFailed);
+            }
+            f.seek(SeekFrom::End(0)).map_err(io_err)?;
+            Ok(f)
+        })
+        .await?;
+
+        // A hash of the whole object is only possible when this write is all of it.
+        let mut hasher = (offset == 0).then(Sha256::new);
+        let mut total: u64 = 0;
+        let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
+        loop {
+            let want = match limit {
+                Some(l) if total >= l => break,
+                Some(l) => (l - total).min(CHUNK as u64) as usize,
+                None => CHUNK,
+            };
+            let chunk = match src.blocking_read(want).await {
+                Ok(c) => c,
+                Err(StreamError::Closed) => break,
+                Err(e) => return Err(ObjectError::Io(format!("reading the request body: {e}"))),
+            };
+            if let Some(h) = hasher.as_mut() {
+                h.update(&chunk);
+            }
+            total += chunk.len() as u64;
+            buf.extend_from_slice(&chunk);
+            if buf.len() >= CHUNK {
+                (file, buf) = write_chunk(file, buf).await?;
+            }
+        }
+        if !buf.is_empty() {
+            (file, _) = write_chunk(file, buf).await?;
+        }
+        if commit {
+            blocking(move || file.sync_all().map_err(io_err)).await?;
+        }
+        Ok(Written {
+            size: offset + total,
+            sha256: hasher.map(|h| hex::encode(h.finalize())),
+        })
+    }
+
+    pub async fn read_to(
+        &self,
+        key: &str,
+        start: u64,
+        len: u64,
+        dst: &mut DynOutputStream,
+    ) -> Result<(), ObjectError> {
+        let path = self.path(key)?;
+        let mut file = blocking(move || {
+            let mut f = File::open(&path).map_err(io_err)?;
+            f.seek(SeekFrom::Start(start)).map_err(io_err)?;
+            Ok(f)
+        })
+        .await?;
+        let mut remaining = len;
+        while remaining > 0 {
+            let want = remaining.min(CHUNK as u64) as usize;
+            let (f, chunk) = blocking(move || {
+                let mut buf = vec![0u8; want];
+                let mut filled = 0;
+                while filled < want {
+                    let n = file.read(&mut buf[filled..]).map_err(io_err)?;
+                    if n == 0 {
+                        break;
+                    }
+                    filled += n;
+                }
+                buf.truncate(filled);
+                Ok((file, buf))
+            })
+            .await?;
+            file = f;
+            if chunk.is_empty() {
+                return Err(ObjectError::Io(format!(
+                    "{key} ended {remaining} bytes early"
+                )));
+            }
+            remaining -= chunk.len() as u64;
+            let mut bytes = Bytes::from(chunk);
+            while !bytes.is_empty() {
+                let permit = dst.write_ready().await.map_err(client_gone)?;
+                let n = permit.min(bytes.len());
+                dst.write(bytes.split_to(n)).map_err(client_gone)?;
+            }
+        }
+        dst.flush().map_err(client_gone)?;
+        dst.write_ready().await.map_err(client_gone)?;
+        Ok(())
+    }
+
+    pub async fn sha256(&self, key: &str) -> Result<String, ObjectError> {
+        let path = self.path(key)?;
+        blocking(move || {
+            let mut f = File::open(&path).map_err(io_err)?;
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = f.read(&mut buf).map_err(io_err)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            Ok(hex::encode(h.finalize()))
+        })
+        .await
+    }
+
+    pub async fn rename(&self, src: &str, dst: &str, when: Condition) -> Result<(), ObjectError> {
+        let (from, to) = (self.path(src)?, self.path(dst)?);
+        let commit = self.commit;
+        if commit {
+            let f = from.clone();
+            blocking(move || File::open(&f).and_then(|f| f.sync_all()).map_err(io_err)).await?;
+        }
+        match when {
+            Condition::Always => {
+                blocking(move || {
+                    if let Some(dir) = to.parent() {
+                        fs::create_dir_all(dir).map_err(io_err)?;
+                    }
+                    fs::rename(&from, &to).map_err(io_err)
+                })
+                .await
+            }
+            Condition::IfAbsent => self.publish_new(&from, &to).await,
+            Condition::IfVersion(_) => {
+                Err(ObjectError::Io("rename does not take a version".into()))
+            }
+        }
+    }
+
+    pub async fn copy(&self, src: &str, dst: &str, when: Condition) -> Result<(), ObjectError> {
+        let (from, to) = (self.path(src)?, self.path(dst)?);
+        let commit = self.commit;
+        match when {
+            Condition::IfAbsent => {
+                blocking(move || {
+                    if let Some(dir) = to.parent() {
+                        fs::create_dir_all(dir).map_err(io_err)?;
+                    }
+                    match link_or_copy(&from, &to, commit) {
+                        Ok(()) => Ok(()),
+                        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                            Err(ObjectError::PreconditionFailed)
+                        }
+                        Err(e) => Err(io_err(e)),
+                    }?;
+                    if commit {
+                        sync_dir(&to).map_err(io_err)?;
+                    }
+                    Ok(())
+                })
+                .await
+            }
+            _ => Err(ObjectError::Io("copy only creates new objects".into())),
+        }
+    }
+}
+
+fn client_gone(e: StreamError) -> ObjectError {
+    ObjectError::Io(format!("writing the response: {e}"))
+}
+
+async fn write_chunk(mut file: File, buf: Vec<u8>) -> Result<(File, Vec<u8>), ObjectError> {
+    blocking(move || {
+        file.write_all(&buf).map_err(io_err)?;
+        let mut buf = buf;
+        buf.clear();
+        Ok((file, buf))
+    })
+    .await
+}

@@ -1,0 +1,49 @@
+//! Object keys as filesystem paths. A key is accepted only if every segment
+//! is a plain name, so no key can reach outside the root.
+
+use crate::runtime::skiff::registry::objects::ObjectError;
+use std::path::{Path, PathBuf};
+
+const MAX_KEY_LEN: usize = 1024;
+
+fn valid_segment(s: &str) -> bool {
+    !s.is_empty() && s != "." && s != ".." && !s.contains(['\\', '\0'])
+}
+
+pub fn key_path(root: &Path, key: &str) -> Result<PathBuf, ObjectError> {
+    if key.len() > MAX_KEY_LEN || !key.split('/').all(valid_segment) {
+        return Err(ObjectError::InvalidKey(key.to_string()));
+    }
+    Ok(root.join(key))
+}
+
+/// A listing prefix: empty (the root) or a key followed by `/`.
+pub fn prefix_path(root: &Path, prefix: &str) -> Result<PathBuf, ObjectError> {
+    if prefix.is_empty() {
+        return Ok(root.to_path_buf());
+    }
+    match prefix.strip_suffix('/') {
+        Some(k) => key_path(root, k),
+        None => Err(ObjectError::InvalidKey(prefix.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_stay_under_the_root() {
+        let root = Path::new("/data");
+        assert_eq!(key_path(root, "a/b/c").unwrap(), Path::new("/data/a/b/c"));
+        for bad in [
+            "", "/a", "a/", "a//b", "..", "a/../b", "./a", "a\\b", "a\0b",
+        ] {
+            assert!(key_path(root, bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(prefix_path(root, "").unwrap(), Path::new("/data"));
+        assert_eq!(prefix_path(root, "a/").unwrap(), Path::new("/data/a"));
+        assert!(prefix_path(root, "a").is_err());
+        assert!(prefix_path(root, "../").is_err());
+    }
+}
