@@ -1,7 +1,8 @@
-//! Builds the registry's wasm components and composes them into the one
-//! component this binary embeds: dist-api with storage plugged into its
-//! `store` import. What remains imported is `objects` (provided natively by
-//! the host) and WASI.
+//! Builds the registry's wasm components and composes the one that serves
+//! requests: dist-api with storage plugged into its `store` import. What
+//! remains imported is `objects` (provided natively by the host) and WASI.
+//! The gc and scrub components import only `objects` and are embedded as
+//! they are.
 //!
 //! The components are built by a nested cargo for wasm32-wasip2 into their
 //! own target directory, so the outer build's lock is never contended.
@@ -13,7 +14,7 @@ use std::process::Command;
 use wac_graph::{types::Package, CompositionGraph, EncodeOptions};
 
 const TARGET: &str = "wasm32-wasip2";
-const COMPONENTS: &[&str] = &["skiff-dist-api", "skiff-storage"];
+const COMPONENTS: &[&str] = &["skiff-dist-api", "skiff-storage", "skiff-gc", "skiff-scrub"];
 
 fn main() -> Result<()> {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
@@ -31,8 +32,14 @@ fn main() -> Result<()> {
         &wasm_dir.join("skiff_dist_api.wasm"),
         &wasm_dir.join("skiff_storage.wasm"),
     )?;
-    let out = PathBuf::from(env::var("OUT_DIR")?).join("registry.wasm");
-    std::fs::write(&out, composed)?;
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+    std::fs::write(out.join("registry.wasm"), composed)?;
+    for job in ["gc", "scrub"] {
+        std::fs::copy(
+            wasm_dir.join(format!("skiff_{job}.wasm")),
+            out.join(format!("{job}.wasm")),
+        )?;
+    }
     Ok(())
 }
 

@@ -7,11 +7,17 @@ use anyhow::{bail, Context, Result};
 use serde_json::{Map, Value};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub http: Http,
-    pub storage: Storage,
+    /// The default store, for every repository no subpath claims.
+    pub storage: StoreConfig,
+    /// Stores for repositories whose first path component is the subpath.
+    pub sub_paths: Vec<SubPath>,
+    /// How often the background scrub runs; `None`: it does not.
+    pub scrub_interval: Option<Duration>,
     pub log_level: String,
     /// Keys present in the file that skiff does not know.
     pub unknown_keys: Vec<String>,
@@ -24,11 +30,74 @@ pub struct Http {
     pub port: u16,
 }
 
+/// One store's settings: the default one or a subpath's.
 #[derive(Debug, Clone)]
-pub struct Storage {
+pub struct StoreConfig {
     pub root_directory: PathBuf,
+    /// Store a blob pushed into many repositories once (hard links + cache).
+    pub dedupe: bool,
     /// fsync files and their directories before publishing them.
     pub commit: bool,
+    pub gc: bool,
+    /// Nothing younger than this is collected: it may belong to a push in flight.
+    pub gc_delay: Duration,
+    pub gc_interval: Duration,
+    pub retention: Vec<RetentionPolicy>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SubPath {
+    /// The first path component of the repositories it holds.
+    pub prefix: String,
+    pub store: StoreConfig,
+}
+
+/// zot's `retention.policies[]`: the first policy whose `repositories` globs
+/// match a repository decides what its garbage collection removes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetentionPolicy {
+    pub repositories: Vec<String>,
+    pub delete_untagged: bool,
+    pub delete_referrers: bool,
+    /// `None`: every tag is kept. Otherwise a tag is kept if any rule keeps it.
+    pub keep_tags: Option<Vec<KeepTags>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeepTags {
+    /// Regular expressions; empty matches every tag.
+    pub patterns: Vec<String>,
+    /// Of the matching tags, keep only this many most recently pushed.
+    pub most_recently_pushed_count: Option<u32>,
+}
+
+impl StoreConfig {
+    fn default_at(root: PathBuf) -> StoreConfig {
+        StoreConfig {
+            root_directory: root,
+            dedupe: true,
+            commit: false,
+            gc: true,
+            gc_delay: Duration::from_secs(3600),
+            gc_interval: Duration::from_secs(3600),
+            retention: Vec::new(),
+        }
+    }
+
+    /// The policy for `repo`; with none configured, zot's defaults: untagged
+    /// manifests and referrers of missing subjects go, every tag stays.
+    pub fn policy_for(&self, repo: &str) -> RetentionPolicy {
+        self.retention
+            .iter()
+            .find(|p| p.repositories.iter().any(|g| glob_match(g, repo)))
+            .cloned()
+            .unwrap_or(RetentionPolicy {
+                repositories: Vec::new(),
+                delete_untagged: true,
+                delete_referrers: true,
+                keep_tags: None,
+            })
+    }
 }
 
 impl Default for Config {
@@ -38,18 +107,17 @@ impl Default for Config {
                 address: IpAddr::from([127, 0, 0, 1]),
                 port: 5000,
             },
-            storage: Storage {
-                root_directory: PathBuf::from("skiff-data"),
-                commit: false,
-            },
+            storage: StoreConfig::default_at(PathBuf::from("skiff-data")),
+            sub_paths: Vec::new(),
+            scrub_interval: None,
             log_level: "info".into(),
             unknown_keys: Vec::new(),
         }
     }
 }
 
-/// Keys skiff reads, and zot keys it accepts without acting on them yet
-/// (so they are not reported as unknown).
+/// Keys skiff reads (`*` matches any one key), and zot keys it accepts
+/// without acting on them (so they are not reported as unknown).
 const KNOWN: &[&str] = &[
     "distSpecVersion",
     "http",
@@ -63,10 +131,37 @@ const KNOWN: &[&str] = &[
     "storage.gc",
     "storage.gcDelay",
     "storage.gcInterval",
+    "storage.retention",
+    "storage.retention.dryRun",
+    "storage.retention.delay",
+    "storage.retention.policies",
+    "storage.cacheDriver",
+    "storage.cacheDriver.name",
+    "storage.cacheDriver.rootDir",
+    "storage.remoteCache",
+    "storage.subPaths",
+    "storage.subPaths.*",
+    "storage.subPaths.*.rootDirectory",
+    "storage.subPaths.*.commit",
+    "storage.subPaths.*.dedupe",
+    "storage.subPaths.*.gc",
+    "storage.subPaths.*.gcDelay",
+    "storage.subPaths.*.gcInterval",
+    "storage.subPaths.*.retention",
+    "storage.subPaths.*.retention.dryRun",
+    "storage.subPaths.*.retention.delay",
+    "storage.subPaths.*.retention.policies",
     "log",
     "log.level",
     "log.output",
     "extensions",
+    "extensions.scrub",
+    "extensions.scrub.enable",
+    "extensions.scrub.interval",
+    "extensions.metrics",
+    "extensions.metrics.enable",
+    "extensions.metrics.prometheus",
+    "extensions.metrics.prometheus.path",
 ];
 
 impl Config {
@@ -96,19 +191,56 @@ impl Config {
         if let Some(v) = lookup(&root, "http.port") {
             cfg.http.port = parse_port(v)?;
         }
-        if let Some(v) = lookup(&root, "storage.rootDirectory") {
-            let s = v
-                .as_str()
-                .context("storage.rootDirectory: expected a string")?;
-            if s.is_empty() {
-                bail!("storage.rootDirectory: must not be empty");
+        if let Some(Value::Object(storage)) = root.get("storage") {
+            cfg.storage = parse_store(storage, "storage", &cfg.storage)?;
+            if let Some(name) = lookup(&root, "storage.cacheDriver.name") {
+                let n = name.as_str().unwrap_or_default();
+                // zot's embedded cache is boltdb; skiff's is redb, in the same place.
+                if !["redb", "boltdb"].contains(&n) {
+                    bail!("storage.cacheDriver.name: {name} is not supported (use \"redb\")");
+                }
             }
-            cfg.storage.root_directory = PathBuf::from(s);
+            if let Some(subs) = storage.get("subPaths") {
+                let subs = subs
+                    .as_object()
+                    .context("storage.subPaths: expected an object of subpath settings")?;
+                for (path, v) in subs {
+                    let key = format!("storage.subPaths.{path}");
+                    let prefix = path.trim_start_matches('/');
+                    let valid = !prefix.is_empty()
+                        && !prefix.contains('/')
+                        && prefix
+                            .parse::<skiff_core::RepoName>()
+                            .is_ok();
+                    if !valid {
+                        bail!("{key}: a subpath is one repository path component, like \"/team\"");
+                    }
+                    let obj = v.as_object().with_context(|| format!("{key}: expected an object"))?;
+                    if !obj.contains_key("rootDirectory") {
+                        bail!("{key}.rootDirectory: required");
+                    }
+                    // A subpath inherits the default store's settings it does not set.
+                    let store = parse_store(obj, &key, &cfg.storage)?;
+                    if cfg.sub_paths.iter().any(|s| s.prefix == prefix) {
+                        bail!("{key}: subpath given twice");
+                    }
+                    cfg.sub_paths.push(SubPath {
+                        prefix: prefix.to_string(),
+                        store,
+                    });
+                }
+            }
         }
-        if let Some(v) = lookup(&root, "storage.commit") {
-            cfg.storage.commit = v
-                .as_bool()
-                .context("storage.commit: expected true or false")?;
+        if let Some(v) = lookup(&root, "extensions.scrub") {
+            let enable = match v.get("enable") {
+                None => true,
+                Some(b) => b.as_bool().context("extensions.scrub.enable: expected true or false")?,
+            };
+            let interval = match v.get("interval") {
+                None => Duration::from_secs(24 * 3600),
+                Some(i) => parse_duration(i, "extensions.scrub.interval")?,
+            };
+            cfg.scrub_interval = enable.then_some(interval);
         }
         if let Some(v) = lookup(&root, "log.level") {
             let s = v.as_str().context("log.level: expected a string")?;
@@ -120,6 +252,170 @@ impl Config {
         }
         Ok(cfg)
     }
+
+    /// Every store: the default one first, then the subpaths.
+    pub fn stores(&self) -> impl Iterator<Item = (Option<&str>, &StoreConfig)> {
+        std::iter::once((None, &self.storage))
+            .chain(self.sub_paths.iter().map(|s| (Some(s.prefix.as_str()), &s.store)))
+    }
+}
+
+fn parse_store(obj: &Map<String, Value>, at: &str, base: &StoreConfig) -> Result<StoreConfig> {
+    let mut s = base.clone();
+    let bool_key = |k: &str| -> Result<Option<bool>> {
+        obj.get(k)
+            .map(|v| {
+                v.as_bool()
+                    .with_context(|| format!("{at}.{k}: expected true or false"))
+            })
+            .transpose()
+    };
+    if let Some(v) = obj.get("rootDirectory") {
+        let p = v
+            .as_str()
+            .filter(|p| !p.is_empty())
+            .with_context(|| format!("{at}.rootDirectory: expected a non-empty path"))?;
+        s.root_directory = PathBuf::from(p);
+    }
+    if let Some(b) = bool_key("dedupe")? {
+        s.dedupe = b;
+    }
+    if let Some(b) = bool_key("commit")? {
+        s.commit = b;
+    }
+    if let Some(b) = bool_key("gc")? {
+        s.gc = b;
+    }
+    if let Some(v) = obj.get("gcDelay") {
+        s.gc_delay = parse_duration(v, &format!("{at}.gcDelay"))?;
+    }
+    if let Some(v) = obj.get("gcInterval") {
+        s.gc_interval = parse_duration(v, &format!("{at}.gcInterval"))?;
+        if s.gc_interval.is_zero() {
+            bail!("{at}.gcInterval: must be more than zero");
+        }
+    }
+    if let Some(Value::Object(r)) = obj.get("retention") {
+        if let Some(p) = r.get("policies") {
+            s.retention = parse_policies(p, &format!("{at}.retention.policies"))?;
+        }
+    }
+    Ok(s)
+}
+
+fn parse_policies(v: &Value, at: &str) -> Result<Vec<RetentionPolicy>> {
+    let list = v.as_array().with_context(|| format!("{at}: expected a list"))?;
+    let mut out = Vec::new();
+    for (i, p) in list.iter().enumerate() {
+        let at = format!("{at}[{i}]");
+        let o = p.as_object().with_context(|| format!("{at}: expected an object"))?;
+        let strings = |v: &Value, key: &str| -> Result<Vec<String>> {
+            v.as_array()
+                .and_then(|a| a.iter().map(|s| s.as_str().map(String::from)).collect())
+                .with_context(|| format!("{key}: expected a list of strings"))
+        };
+        let flag = |k: &str, default: bool| -> Result<bool> {
+            match o.get(k) {
+                None => Ok(default),
+                Some(b) => b.as_bool().with_context(|| format!("{at}.{k}: expected true or false")),
+            }
+        };
+        let repositories = match o.get("repositories") {
+            Some(r) => strings(r, &format!("{at}.repositories"))?,
+            None => vec!["**".to_string()],
+        };
+        let keep_tags = match o.get("keepTags") {
+            None => None,
+            Some(k) => {
+                let rules = k
+                    .as_array()
+                    .with_context(|| format!("{at}.keepTags: expected a list"))?;
+                let mut parsed = Vec::new();
+                for (j, r) in rules.iter().enumerate() {
+                    let rat = format!("{at}.keepTags[{j}]");
+                    let patterns = match r.get("patterns") {
+                        Some(p) => strings(p, &format!("{rat}.patterns"))?,
+                        None => Vec::new(),
+                    };
+                    for pat in &patterns {
+                        regex_lite::Regex::new(pat)
+                            .with_context(|| format!("{rat}.patterns: {pat:?} is not a regular expression"))?;
+                    }
+                    let count = match r.get("mostRecentlyPushedCount") {
+                        None => None,
+                        Some(n) => Some(
+                            n.as_u64()
+                                .and_then(|n| u32::try_from(n).ok())
+                                .with_context(|| {
+                                    format!("{rat}.mostRecentlyPushedCount: expected a count")
+                                })?,
+                        ),
+                    };
+                    parsed.push(KeepTags {
+                        patterns,
+                        most_recently_pushed_count: count,
+                    });
+                }
+                Some(parsed)
+            }
+        };
+        out.push(RetentionPolicy {
+            repositories,
+            delete_untagged: flag("deleteUntagged", true)?,
+            delete_referrers: flag("deleteReferrers", true)?,
+            keep_tags,
+        });
+    }
+    Ok(out)
+}
+
+/// Go-style durations as zot writes them: "1h", "90m", "2h30m", "10s", "500ms".
+pub fn parse_duration(v: &Value, key: &str) -> Result<Duration> {
+    let bad = || anyhow::anyhow!("{key}: {v} is not a duration like \"1h\", \"30m\" or \"10s\"");
+    let s = v.as_str().ok_or_else(bad)?.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let secs = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += Duration::from_secs_f64(n * secs);
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+/// zot's repository globs: `*` within one path component, `**` across them.
+pub fn glob_match(glob: &str, name: &str) -> bool {
+    fn m(g: &[u8], n: &[u8]) -> bool {
+        match g.first() {
+            None => n.is_empty(),
+            Some(b'*') if g.get(1) == Some(&b'*') => (0..=n.len()).any(|i| m(&g[2..], &n[i..])),
+            Some(b'*') => (0..=n.len())
+                .take_while(|&i| i == 0 || n[i - 1] != b'/')
+                .any(|i| m(&g[1..], &n[i..])),
+            Some(c) => n.first() == Some(c) && m(&g[1..], &n[1..]),
+        }
+    }
+    m(glob.as_bytes(), name.as_bytes())
 }
 
 /// zot writes the port as a string ("8080"); accept a string or a number.
@@ -144,19 +440,27 @@ fn lookup<'a>(root: &'a Map<String, Value>, dotted: &str) -> Option<&'a Value> {
     Some(v)
 }
 
+fn is_known(key: &str) -> bool {
+    let parts: Vec<&str> = key.split('.').collect();
+    KNOWN.iter().any(|k| {
+        let kp: Vec<&str> = k.split('.').collect();
+        kp.len() == parts.len() && kp.iter().zip(&parts).all(|(a, b)| *a == "*" || a == b)
+    })
+}
+
 fn collect_unknown(obj: &Map<String, Value>, prefix: &str, out: &mut Vec<String>) {
     for (k, v) in obj {
+        // Subpath names may contain dots' cousins but never dots; keep them as one key.
         let key = if prefix.is_empty() {
             k.clone()
         } else {
-            format!("{prefix}.{k}")
+            format!("{prefix}.{}", k.replace('.', "_"))
         };
-        if !KNOWN.contains(&key.as_str()) {
+        if !is_known(&key) {
             out.push(key);
             continue;
         }
-        // `extensions` is accepted whole; its keys are the extensions' own.
-        if let (Value::Object(inner), false) = (v, key == "extensions") {
+        if let Value::Object(inner) = v {
             collect_unknown(inner, &key, out);
         }
     }
@@ -169,16 +473,27 @@ mod tests {
     #[test]
     fn zot_style_config() {
         let c = Config::parse(
-            r#"{"distSpecVersion":"1.1.0","storage":{"rootDirectory":"/tmp/z","dedupe":true,"commit":true},
-                "http":{"address":"0.0.0.0","port":"8080"},"log":{"level":"debug"}}"#,
+            r#"{"distSpecVersion":"1.1.0","storage":{"rootDirectory":"/tmp/z","dedupe":false,"commit":true,
+                  "gcDelay":"2h","gcInterval":"30m",
+                  "subPaths":{"/a":{"rootDirectory":"/tmp/a","dedupe":true,"gc":false}}},
+                "http":{"address":"0.0.0.0","port":"8080"},"log":{"level":"debug"},
+                "extensions":{"scrub":{"enable":true,"interval":"12h"}}}"#,
         )
         .unwrap();
         assert_eq!(c.http.port, 8080);
         assert_eq!(c.http.address.to_string(), "0.0.0.0");
         assert_eq!(c.storage.root_directory, PathBuf::from("/tmp/z"));
-        assert!(c.storage.commit);
+        assert!(c.storage.commit && !c.storage.dedupe);
+        assert_eq!(c.storage.gc_delay, Duration::from_secs(7200));
+        assert_eq!(c.storage.gc_interval, Duration::from_secs(1800));
+        assert_eq!(c.sub_paths.len(), 1);
+        let a = &c.sub_paths[0];
+        assert_eq!(a.prefix, "a");
+        assert!(a.store.dedupe && !a.store.gc);
+        assert!(a.store.commit, "inherited from the default store");
+        assert_eq!(c.scrub_interval, Some(Duration::from_secs(12 * 3600)));
         assert_eq!(c.log_level, "debug");
-        assert!(c.unknown_keys.is_empty());
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
     }
 
     #[test]
@@ -189,20 +504,58 @@ mod tests {
     }
 
     #[test]
+    fn retention_policies() {
+        let c = Config::parse(
+            r#"{"storage":{"retention":{"policies":[
+                {"repositories":["infra/*"],"deleteUntagged":false,"keepTags":[{"patterns":["v1.*"],"mostRecentlyPushedCount":2}]},
+                {"repositories":["**"],"deleteReferrers":false}]}}}"#,
+        )
+        .unwrap();
+        let p = c.storage.policy_for("infra/app");
+        assert!(!p.delete_untagged);
+        assert_eq!(p.keep_tags.as_ref().unwrap()[0].most_recently_pushed_count, Some(2));
+        let q = c.storage.policy_for("infra/app/deep");
+        assert!(!q.delete_referrers && q.delete_untagged);
+        let none = StoreConfig::default_at(PathBuf::from("x")).policy_for("any");
+        assert!(none.delete_untagged && none.delete_referrers && none.keep_tags.is_none());
+    }
+
+    #[test]
+    fn durations_and_globs() {
+        let d = |s: &str| parse_duration(&Value::String(s.into()), "k").unwrap();
+        assert_eq!(d("1h"), Duration::from_secs(3600));
+        assert_eq!(d("2h30m"), Duration::from_secs(9000));
+        assert_eq!(d("500ms"), Duration::from_millis(500));
+        assert_eq!(d("0"), Duration::ZERO);
+        for bad in ["", "h", "1d", "abc", "1.2.3s"] {
+            assert!(parse_duration(&Value::String(bad.into()), "k").is_err(), "{bad}");
+        }
+        assert!(glob_match("**", "a/b/c"));
+        assert!(glob_match("infra/*", "infra/x"));
+        assert!(!glob_match("infra/*", "infra/x/y"));
+        assert!(glob_match("infra/**", "infra/x/y"));
+        assert!(!glob_match("prod", "production"));
+    }
+
+    #[test]
     fn errors_name_the_key() {
         for (text, key) in [
             (r#"{"http":{"port":"eighty"}}"#, "http.port"),
             (r#"{"http":{"port":70000}}"#, "http.port"),
             (r#"{"http":{"address":"localhost:5"}}"#, "http.address"),
-            (
-                r#"{"storage":{"rootDirectory":5}}"#,
-                "storage.rootDirectory",
-            ),
+            (r#"{"storage":{"rootDirectory":5}}"#, "storage.rootDirectory"),
             (r#"{"storage":{"commit":"yes"}}"#, "storage.commit"),
+            (r#"{"storage":{"gcDelay":"soon"}}"#, "storage.gcDelay"),
+            (r#"{"storage":{"gcInterval":"0s"}}"#, "storage.gcInterval"),
+            (r#"{"storage":{"subPaths":{"/a/b":{"rootDirectory":"/x"}}}}"#, "storage.subPaths./a/b"),
+            (r#"{"storage":{"subPaths":{"/a":{}}}}"#, "rootDirectory"),
+            (r#"{"storage":{"cacheDriver":{"name":"dynamodb"}}}"#, "storage.cacheDriver.name"),
+            (r#"{"storage":{"retention":{"policies":[{"keepTags":[{"patterns":["("]}]}]}}}"#, "keepTags[0].patterns"),
+            (r#"{"extensions":{"scrub":{"interval":"often"}}}"#, "extensions.scrub.interval"),
             (r#"{"log":{"level":"loud"}}"#, "log.level"),
         ] {
             let e = format!("{:#}", Config::parse(text).unwrap_err());
-            assert!(e.contains(key), "{e}");
+            assert!(e.contains(key), "{key}: {e}");
         }
         assert!(Config::parse("[1]").is_err());
         assert!(Config::parse("{").is_err());

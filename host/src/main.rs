@@ -3,8 +3,10 @@
 //! request) and implements the component's `objects` import on local disk.
 
 mod config;
+mod metrics;
 mod objects;
 mod runtime;
+mod scheduler;
 mod server;
 
 use anyhow::Result;
@@ -31,6 +33,10 @@ enum Command {
     },
     /// Check a config file and print what it means, then exit.
     Verify { config: PathBuf },
+    /// Collect garbage in every repository once, in the foreground, and print what went.
+    Gc { config: Option<PathBuf> },
+    /// Re-hash every blob every manifest reaches; exit non-zero if anything is damaged.
+    Scrub { config: Option<PathBuf> },
 }
 
 fn main() -> Result<()> {
@@ -42,10 +48,21 @@ fn main() -> Result<()> {
             for k in &cfg.unknown_keys {
                 tracing::warn!(key = %k, "unknown configuration key ignored");
             }
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?
-                .block_on(server::serve(cfg))
+            tokio_runtime()?.block_on(server::serve(cfg))
+        }
+        Command::Gc { config } => {
+            let cfg = config::Config::load(config.as_deref())?;
+            init_logging("warn");
+            tokio_runtime()?.block_on(server::gc_once(cfg))
+        }
+        Command::Scrub { config } => {
+            let cfg = config::Config::load(config.as_deref())?;
+            init_logging("warn");
+            let affected = tokio_runtime()?.block_on(server::scrub_once(cfg))?;
+            if affected {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Verify { config } => {
             let cfg = config::Config::load(Some(&config))?;
@@ -56,6 +73,10 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
 fn init_logging(level: &str) {

@@ -2,7 +2,7 @@
 //! once (and cached on disk across starts), and a pre-linked `InstancePre`
 //! from which every request gets a fresh instance in the pooling allocator.
 
-use crate::objects::Disk;
+use crate::objects::Objects;
 use anyhow::{Context, Result};
 use sha2::{Digest as _, Sha256};
 use std::future::Future;
@@ -17,6 +17,40 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// dist-api with storage plugged in, composed by build.rs.
 static REGISTRY_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/registry.wasm"));
+static GC_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/gc.wasm"));
+static SCRUB_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/scrub.wasm"));
+
+mod jobs_bindings {
+    pub mod gc {
+        wasmtime::component::bindgen!({
+            path: "../wit",
+            world: "skiff:registry/gc-job",
+            imports: { default: async },
+            exports: { default: async },
+            with: {
+                "wasi:io": wasmtime_wasi::p2::bindings::io,
+                "skiff:registry/objects": crate::runtime::skiff::registry::objects,
+            },
+        });
+    }
+    pub mod scrub {
+        wasmtime::component::bindgen!({
+            path: "../wit",
+            world: "skiff:registry/scrub-job",
+            imports: { default: async },
+            exports: { default: async },
+            with: {
+                "wasi:io": wasmtime_wasi::p2::bindings::io,
+                "skiff:registry/objects": crate::runtime::skiff::registry::objects,
+            },
+        });
+    }
+}
+
+pub use jobs_bindings::gc::exports::skiff::registry::gc as gc_api;
+pub use jobs_bindings::scrub::exports::skiff::registry::scrub as scrub_api;
+use jobs_bindings::gc::GcJobPre;
+use jobs_bindings::scrub::ScrubJobPre;
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -33,7 +67,7 @@ pub struct Ctx {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: NoOutbound,
-    pub disk: Arc<Disk>,
+    pub objects: Arc<Objects>,
 }
 
 impl WasiView for Ctx {
@@ -79,19 +113,32 @@ impl wasmtime_wasi_http::WasiHttpHooks for NoOutbound {
 pub struct Runtime {
     engine: Engine,
     pre: ProxyPre<Ctx>,
-    disk: Arc<Disk>,
+    gc: GcJobPre<Ctx>,
+    scrub: ScrubJobPre<Ctx>,
+    objects: Arc<Objects>,
 }
 
 impl Runtime {
-    pub fn new(disk: Arc<Disk>) -> Result<Runtime> {
+    pub fn new(objects: Arc<Objects>) -> Result<Runtime> {
         let engine = Engine::new(&engine_config())?;
-        let component = load_component(&engine)?;
         let mut linker = Linker::<Ctx>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         skiff::registry::objects::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut linker, |c| c)?;
-        let pre = ProxyPre::new(linker.instantiate_pre(&component)?)?;
-        Ok(Runtime { engine, pre, disk })
+        // The WASI crate the guests build with names wasi:http types even where
+        // a component makes no HTTP calls; outbound requests are refused anyway.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        let gc = GcJobPre::new(linker.instantiate_pre(&load_component(&engine, "gc", GC_WASM)?)?)?;
+        let scrub =
+            ScrubJobPre::new(linker.instantiate_pre(&load_component(&engine, "scrub", SCRUB_WASM)?)?)?;
+        let registry = load_component(&engine, "registry", REGISTRY_WASM)?;
+        let pre = ProxyPre::new(linker.instantiate_pre(&registry)?)?;
+        Ok(Runtime {
+            engine,
+            pre,
+            gc,
+            scrub,
+            objects,
+        })
     }
 
     pub fn new_store(&self) -> Store<Ctx> {
@@ -103,13 +150,44 @@ impl Runtime {
                 wasi,
                 http: WasiHttpCtx::new(),
                 hooks: NoOutbound,
-                disk: self.disk.clone(),
+                objects: self.objects.clone(),
             },
         )
     }
 
     pub fn pre(&self) -> &ProxyPre<Ctx> {
         &self.pre
+    }
+
+    /// Every repository, from a fresh gc instance.
+    pub async fn repositories(&self) -> Result<Vec<String>> {
+        let mut store = self.new_store();
+        let gc = self.gc.instantiate_async(&mut store).await?;
+        gc.skiff_registry_gc()
+            .call_repositories(&mut store)
+            .await?
+            .map_err(|e| anyhow::anyhow!(e))
+    }
+
+    /// Garbage-collect one repository on a fresh gc instance.
+    pub async fn gc(&self, repo: &str, policy: &gc_api::Policy) -> Result<gc_api::Report> {
+        let mut store = self.new_store();
+        let gc = self.gc.instantiate_async(&mut store).await?;
+        gc.skiff_registry_gc()
+            .call_run(&mut store, repo, policy)
+            .await?
+            .map_err(|e| anyhow::anyhow!(e))
+    }
+
+    /// Scrub one repository on a fresh scrub instance.
+    pub async fn scrub(&self, repo: &str) -> Result<scrub_api::Report> {
+        let mut store = self.new_store();
+        let scrub = self.scrub.instantiate_async(&mut store).await?;
+        scrub
+            .skiff_registry_scrub()
+            .call_run(&mut store, repo)
+            .await?
+            .map_err(|e| anyhow::anyhow!(e))
     }
 }
 
@@ -128,19 +206,19 @@ fn engine_config() -> Config {
     config
 }
 
-/// Compile the embedded component, or load the machine code a previous start
+/// Compile an embedded component, or load the machine code a previous start
 /// cached. The cache key covers the component bytes and everything about the
 /// engine that makes compiled code compatible.
-fn load_component(engine: &Engine) -> Result<Component> {
+fn load_component(engine: &Engine, name: &str, wasm: &[u8]) -> Result<Component> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
     let key = format!(
         "{}-{:016x}",
-        &hex::encode(Sha256::digest(REGISTRY_WASM))[..32],
+        &hex::encode(Sha256::digest(wasm))[..32],
         h.finish()
     );
     let dir = cache_dir();
-    let path = dir.join(format!("registry-{key}.cwasm"));
+    let path = dir.join(format!("{name}-{key}.cwasm"));
     if path.exists() {
         // SAFETY: the file was written by `Component::serialize` of this same
         // component under a key that includes the engine's compatibility hash.
@@ -153,12 +231,12 @@ fn load_component(engine: &Engine) -> Result<Component> {
         }
     }
     let started = std::time::Instant::now();
-    let component = Component::new(engine, REGISTRY_WASM)
+    let component = Component::new(engine, wasm)
         .map_err(anyhow::Error::from)
-        .context("compiling the registry component")?;
+        .with_context(|| format!("compiling the {name} component"))?;
     tracing::info!(
         ms = started.elapsed().as_millis() as u64,
-        "compiled the registry component"
+        "compiled the {name} component"
     );
     if let Err(e) = save(&dir, &path, &component.serialize()?) {
         tracing::warn!(error = %e, dir = %dir.display(), "cannot cache the compiled component");

@@ -5,8 +5,14 @@
 //! the file's inode, mtime and size, which every replace changes, and
 //! compare-and-swap holds a striped in-process lock only around the check and
 //! the rename of one key, never around I/O of other keys.
+//!
+//! With dedupe on, a blob published under a content-addressed key
+//! (`…/blobs/<alg>/<hex>`) that is already on disk elsewhere becomes a hard
+//! link to that copy; the dedupe cache says where copies are. Hard links make
+//! every copy equal: deleting any of them leaves the others readable.
 
-use super::keys::{key_path, prefix_path};
+use super::dedupe::DedupeCache;
+use super::keys::{content_digest, key_path, prefix_path};
 use crate::runtime::skiff::registry::objects::{Child, Condition, Meta, ObjectError, Written};
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
@@ -14,6 +20,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, StreamError};
 
 /// Size of the reads and writes that move blob bytes.
@@ -24,8 +31,13 @@ pub struct Disk {
     root: PathBuf,
     /// fsync a file and its directory before it is published.
     commit: bool,
+    /// Present when dedupe is on.
+    dedupe: Option<Arc<DedupeCache>>,
     locks: Vec<tokio::sync::Mutex<()>>,
 }
+
+/// The dedupe cache's file under a store's root.
+pub const CACHE_FILE: &str = "cache.db";
 
 fn io_err(e: io::Error) -> ObjectError {
     match e.kind() {
@@ -87,19 +99,51 @@ fn link_or_copy(src: &Path, dst: &Path, commit: bool) -> io::Result<()> {
     }
 }
 
+/// Run `f`, which creates something in `path`'s directory, creating the
+/// directory first. Garbage collection prunes empty directories, so one may
+/// vanish between the two steps: then create it again and retry once.
+fn in_dir<T>(path: &Path, mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    let dir = path.parent().unwrap_or(path);
+    fs::create_dir_all(dir)?;
+    match f() {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            fs::create_dir_all(dir)?;
+            f()
+        }
+        r => r,
+    }
+}
+
 impl Disk {
-    pub fn new(root: PathBuf, commit: bool) -> io::Result<Disk> {
+    pub fn new(root: PathBuf, commit: bool, dedupe: bool) -> anyhow::Result<Disk> {
         fs::create_dir_all(&root)?;
+        let dedupe = if dedupe {
+            let path = root.join(CACHE_FILE);
+            let cache = DedupeCache::open(&path)
+                .map_err(|e| anyhow::anyhow!("opening the dedupe cache {}: {e}", path.display()))?;
+            Some(Arc::new(cache))
+        } else {
+            None
+        };
         Ok(Disk {
             root,
             commit,
+            dedupe,
             locks: (0..LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
         })
     }
 
-    fn path(&self, key: &str) -> Result<PathBuf, ObjectError> {
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn dedupe(&self) -> bool {
+        self.dedupe.is_some()
+    }
+
+    pub fn path(&self, key: &str) -> Result<PathBuf, ObjectError> {
         key_path(&self.root, key)
     }
 
@@ -144,12 +188,9 @@ impl Disk {
         let path = self.path(key)?;
         let commit = self.commit;
         let tmp = temp_name(&path);
-        let (staged, dir) = (tmp.clone(), path.parent().map(Path::to_path_buf));
+        let staged = tmp.clone();
         blocking(move || {
-            if let Some(dir) = dir {
-                fs::create_dir_all(dir).map_err(io_err)?;
-            }
-            let mut f = File::create(&staged).map_err(io_err)?;
+            let mut f = in_dir(&staged, || File::create(&staged)).map_err(io_err)?;
             f.write_all(&data).map_err(io_err)?;
             if commit {
                 f.sync_all().map_err(io_err)?;
@@ -159,7 +200,7 @@ impl Disk {
         .await?;
         let result = match when {
             Condition::Always => self.publish_replace(&tmp, &path).await,
-            Condition::IfAbsent => self.publish_new(&tmp, &path).await,
+            Condition::IfAbsent => self.publish_new(&tmp, key).await,
             Condition::IfVersion(v) => {
                 let _guard = self.lock_for(key).lock().await;
                 match self.stat(key).await {
@@ -186,20 +227,56 @@ impl Disk {
         .await
     }
 
-    async fn publish_new(&self, tmp: &Path, path: &Path) -> Result<(), ObjectError> {
-        let (tmp, path, commit) = (tmp.to_path_buf(), path.to_path_buf(), self.commit);
+    /// Publish the file at `tmp` as the new object `key`; `precondition-failed`
+    /// if it exists. A content-addressed key already stored elsewhere becomes
+    /// a link to that copy (dedupe) and `tmp` is dropped.
+    async fn publish_new(&self, tmp: &Path, key: &str) -> Result<(), ObjectError> {
+        let path = self.path(key)?;
+        let (tmp, commit, root) = (tmp.to_path_buf(), self.commit, self.root.clone());
+        let cache = self.dedupe.clone();
+        let key = key.to_string();
         blocking(move || {
-            if let Some(dir) = path.parent() {
-                fs::create_dir_all(dir).map_err(io_err)?;
-            }
-            match link_or_copy(&tmp, &path, commit) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    return Err(ObjectError::PreconditionFailed)
+            let digest = cache.as_ref().and_then(|_| content_digest(&key));
+            let mut linked = false;
+            if let (Some(cache), Some(d)) = (&cache, &digest) {
+                for other in cache.copies(d).unwrap_or_default() {
+                    if other == key {
+                        continue;
+                    }
+                    match in_dir(&path, || fs::hard_link(root.join(&other), &path)) {
+                        Ok(()) => {
+                            linked = true;
+                            break;
+                        }
+                        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                            return Err(ObjectError::PreconditionFailed)
+                        }
+                        // The cached copy is gone: forget it and try the next.
+                        Err(e) if e.kind() == ErrorKind::NotFound => {
+                            let _ = cache.forget(&other);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "dedupe link refused; storing a copy");
+                            break;
+                        }
+                    }
                 }
-                Err(e) => return Err(io_err(e)),
+            }
+            if !linked {
+                match in_dir(&path, || link_or_copy(&tmp, &path, commit)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                        return Err(ObjectError::PreconditionFailed)
+                    }
+                    Err(e) => return Err(io_err(e)),
+                }
             }
             let _ = fs::remove_file(&tmp);
+            if let (Some(cache), Some(d)) = (&cache, &digest) {
+                if let Err(e) = cache.record(d, &key) {
+                    tracing::warn!(error = %e, "dedupe cache write failed");
+                }
+            }
             if commit {
                 sync_dir(&path).map_err(io_err)?;
             }
@@ -208,9 +285,28 @@ impl Disk {
         .await
     }
 
+    /// Remove an object, then the directories it leaves empty (up to the
+    /// root), so a repository emptied by deletes or gc leaves no trace.
     pub async fn delete(&self, key: &str) -> Result<(), ObjectError> {
         let path = self.path(key)?;
-        blocking(move || fs::remove_file(&path).map_err(io_err)).await
+        let (root, cache, key) = (self.root.clone(), self.dedupe.clone(), key.to_string());
+        blocking(move || {
+            fs::remove_file(&path).map_err(io_err)?;
+            if let Some(cache) = cache {
+                if content_digest(&key).is_some() {
+                    let _ = cache.forget(&key);
+                }
+            }
+            let mut dir = path.parent();
+            while let Some(d) = dir {
+                if d == root || fs::remove_dir(d).is_err() {
+                    break;
+                }
+                dir = d.parent();
+            }
+            Ok(())
+        })
+        .await
     }
 
     pub async fn list_children(&self, prefix: &str) -> Result<Vec<Child>, ObjectError> {
@@ -241,14 +337,8 @@ impl Disk {
         let path = self.path(key)?;
         let commit = self.commit;
         let mut file = blocking(move || {
-            if let Some(dir) = path.parent() {
-                fs::create_dir_all(dir).map_err(io_err)?;
-            }
-            let mut f = OpenOptions::new()
-                .create(offset == 0)
-                .append(true)
-                .open(&path)
-                .map_err(io_err)?;
+            let open = || OpenOptions::new().create(offset == 0).append(true).open(&path);
+            let mut f = if offset == 0 { in_dir(&path, open) } else { open() }.map_err(io_err)?;
             let len = f.metadata().map_err(io_err)?.len();
             if len != offset {
                 return Err(ObjectError::PreconditionFailed);
@@ -371,47 +461,138 @@ impl Disk {
         }
         match when {
             Condition::Always => {
-                blocking(move || {
-                    if let Some(dir) = to.parent() {
-                        fs::create_dir_all(dir).map_err(io_err)?;
-                    }
-                    fs::rename(&from, &to).map_err(io_err)
-                })
-                .await
+                blocking(move || in_dir(&to, || fs::rename(&from, &to)).map_err(io_err)).await
             }
-            Condition::IfAbsent => self.publish_new(&from, &to).await,
+            Condition::IfAbsent => self.publish_new(&from, dst).await,
             Condition::IfVersion(_) => {
                 Err(ObjectError::Io("rename does not take a version".into()))
             }
         }
     }
 
-    pub async fn copy(&self, src: &str, dst: &str, when: Condition) -> Result<(), ObjectError> {
-        let (from, to) = (self.path(src)?, self.path(dst)?);
-        let commit = self.commit;
-        match when {
-            Condition::IfAbsent => {
-                blocking(move || {
-                    if let Some(dir) = to.parent() {
-                        fs::create_dir_all(dir).map_err(io_err)?;
-                    }
-                    match link_or_copy(&from, &to, commit) {
-                        Ok(()) => Ok(()),
-                        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                            Err(ObjectError::PreconditionFailed)
-                        }
-                        Err(e) => Err(io_err(e)),
-                    }?;
-                    if commit {
-                        sync_dir(&to).map_err(io_err)?;
-                    }
-                    Ok(())
-                })
-                .await
+    /// Give `dst` the bytes of `src`, which may live in another store (a
+    /// mount across subpaths). With dedupe on, a hard link where the
+    /// filesystem allows; otherwise a copy, published atomically.
+    pub async fn copy_from(&self, src: PathBuf, dst: &str, when: Condition) -> Result<(), ObjectError> {
+        if !matches!(when, Condition::IfAbsent) {
+            return Err(ObjectError::Io("copy only creates new objects".into()));
+        }
+        let to = self.path(dst)?;
+        if !self.dedupe() {
+            let staged = temp_name(&to);
+            let (from, tmp, commit) = (src.clone(), staged.clone(), self.commit);
+            blocking(move || {
+                in_dir(&tmp, || fs::copy(&from, &tmp)).map_err(io_err)?;
+                if commit {
+                    File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err)?;
+                }
+                Ok(())
+            })
+            .await?;
+            let r = self.publish_new(&staged, dst).await;
+            let _ = fs::remove_file(&staged);
+            return r;
+        }
+        let (commit, cache, key) = (self.commit, self.dedupe.clone(), dst.to_string());
+        blocking(move || {
+            match in_dir(&to, || link_or_copy(&src, &to, commit)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    return Err(ObjectError::PreconditionFailed)
+                }
+                Err(e) => return Err(io_err(e)),
             }
-            _ => Err(ObjectError::Io("copy only creates new objects".into())),
+            if let (Some(cache), Some(d)) = (cache, content_digest(&key)) {
+                let _ = cache.record(&d, &key);
+            }
+            if commit {
+                sync_dir(&to).map_err(io_err)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Bring the store in line with its dedupe setting, in the background at
+    /// start: with dedupe on, record every blob and turn separate copies of
+    /// one digest into links; with it off, give every linked blob its own
+    /// copy again and empty the cache. Each file is replaced atomically, so
+    /// requests go on reading throughout.
+    pub fn reconcile(&self) -> io::Result<(u64, u64)> {
+        let mut blobs = Vec::new();
+        collect_blobs(&self.root, &self.root, &mut blobs)?;
+        let mut changed = 0;
+        match &self.dedupe {
+            Some(cache) => {
+                let mut first: std::collections::HashMap<String, (PathBuf, u64)> = Default::default();
+                for (key, digest) in &blobs {
+                    let path = self.root.join(key);
+                    let Ok(md) = fs::metadata(&path) else { continue };
+                    match first.get(digest) {
+                        None => {
+                            first.insert(digest.clone(), (path.clone(), md.ino()));
+                        }
+                        Some((orig, ino)) if *ino != md.ino() => {
+                            let tmp = temp_name(&path);
+                            if fs::hard_link(orig, &tmp).is_ok() {
+                                if fs::rename(&tmp, &path).is_ok() {
+                                    changed += 1;
+                                }
+                                let _ = fs::remove_file(&tmp);
+                            }
+                        }
+                        Some(_) => {}
+                    }
+                    let _ = cache.record(digest, key);
+                }
+            }
+            None => {
+                for (key, _) in &blobs {
+                    let path = self.root.join(key);
+                    let Ok(md) = fs::metadata(&path) else { continue };
+                    if md.nlink() > 1 {
+                        let tmp = temp_name(&path);
+                        if fs::copy(&path, &tmp).is_ok() && fs::rename(&tmp, &path).is_ok() {
+                            changed += 1;
+                        }
+                        let _ = fs::remove_file(&tmp);
+                    }
+                }
+                let cache_path = self.root.join(CACHE_FILE);
+                if cache_path.exists() {
+                    if let Ok(c) = DedupeCache::open(&cache_path) {
+                        let _ = c.clear();
+                    }
+                }
+            }
+        }
+        Ok((blobs.len() as u64, changed))
+    }
+}
+
+/// Every content-addressed blob under `dir`, as (key, digest), not entering
+/// hidden directories.
+fn collect_blobs(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        let ft = entry.file_type()?;
+        if ft.is_dir() {
+            collect_blobs(root, &path, out)?;
+        } else if ft.is_file() {
+            let Ok(rel) = path.strip_prefix(root) else { continue };
+            let Some(key) = rel.to_str() else { continue };
+            if let Some(d) = content_digest(key) {
+                out.push((key.to_string(), d));
+            }
         }
     }
+    Ok(())
 }
 
 fn client_gone(e: StreamError) -> ObjectError {

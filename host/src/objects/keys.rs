@@ -28,6 +28,16 @@ pub fn prefix_path(root: &Path, prefix: &str) -> Result<PathBuf, ObjectError> {
     }
 }
 
+/// The digest a key is named for, when it is a blob of a layout
+/// (`…/blobs/<alg>/<hex>`): such keys hold exactly that content, which is
+/// what lets the disk store share one file among them.
+pub fn content_digest(key: &str) -> Option<String> {
+    let mut it = key.rsplit('/');
+    let (hex, alg, blobs) = (it.next()?, it.next()?, it.next()?);
+    let d = format!("{alg}:{hex}");
+    (blobs == "blobs" && d.parse::<skiff_core::Digest>().is_ok()).then_some(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,5 +55,17 @@ mod tests {
         assert_eq!(prefix_path(root, "a/").unwrap(), Path::new("/data/a"));
         assert!(prefix_path(root, "a").is_err());
         assert!(prefix_path(root, "../").is_err());
+    }
+
+    #[test]
+    fn content_addressed_keys() {
+        let hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert_eq!(
+            content_digest(&format!("a/b/blobs/sha256/{hex}")),
+            Some(format!("sha256:{hex}"))
+        );
+        assert_eq!(content_digest(&format!("a/.uploads/{hex}")), None);
+        assert_eq!(content_digest("a/blobs/sha256/abc"), None);
+        assert_eq!(content_digest("a/index.json"), None);
     }
 }

@@ -1,6 +1,12 @@
 //! The `objects` interface, implemented natively. Blob bytes are copied here,
 //! between host streams and files, so they never enter guest memory.
+//!
+//! One registry may span several stores: the default root and the subpaths,
+//! each a directory with its own settings. A key's first path component (its
+//! repository's first component) picks the store, so the component sees one
+//! key space.
 
+mod dedupe;
 mod disk;
 mod keys;
 
@@ -10,33 +16,75 @@ use crate::runtime::skiff::registry::objects::{
     Child, Condition, Host, Meta, ObjectError, Written,
 };
 use crate::runtime::Ctx;
+use std::sync::Arc;
 use wasmtime::component::Resource;
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
-impl Host for Ctx {
-    async fn get(&mut self, key: String) -> Result<(Vec<u8>, Meta), ObjectError> {
-        self.disk.get(&key).await
+pub struct Objects {
+    default: Arc<Disk>,
+    sub_paths: Vec<(String, Arc<Disk>)>,
+}
+
+impl Objects {
+    pub fn new(default: Arc<Disk>, sub_paths: Vec<(String, Arc<Disk>)>) -> Objects {
+        Objects { default, sub_paths }
     }
 
-    async fn put(
-        &mut self,
-        key: String,
-        data: Vec<u8>,
-        when: Condition,
-    ) -> Result<Meta, ObjectError> {
-        self.disk.put(&key, data, when).await
+    /// The store holding `key`.
+    pub fn disk_for(&self, key: &str) -> &Disk {
+        let first = key.split('/').next().unwrap_or_default();
+        self.sub_paths
+            .iter()
+            .find(|(p, _)| p == first)
+            .map(|(_, d)| d.as_ref())
+            .unwrap_or(&self.default)
+    }
+
+    /// Every store, default first (the order of `Config::stores`).
+    pub fn disks(&self) -> impl Iterator<Item = &Arc<Disk>> {
+        std::iter::once(&self.default).chain(self.sub_paths.iter().map(|(_, d)| d))
+    }
+
+    async fn list_children(&self, prefix: &str) -> Result<Vec<Child>, ObjectError> {
+        if !prefix.is_empty() {
+            return self.disk_for(prefix).list_children(prefix).await;
+        }
+        // The root: the default store's top level, with each subpath as a
+        // prefix (it shadows a same-named directory of the default store).
+        let mut out: Vec<Child> = match self.default.list_children("").await {
+            Ok(c) => c,
+            Err(ObjectError::NotFound) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        out.retain(|c| !self.sub_paths.iter().any(|(p, _)| *p == c.name));
+        out.extend(self.sub_paths.iter().map(|(p, _)| Child {
+            name: p.clone(),
+            is_prefix: true,
+        }));
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+}
+
+impl Host for Ctx {
+    async fn get(&mut self, key: String) -> Result<(Vec<u8>, Meta), ObjectError> {
+        self.objects.disk_for(&key).get(&key).await
+    }
+
+    async fn put(&mut self, key: String, data: Vec<u8>, when: Condition) -> Result<Meta, ObjectError> {
+        self.objects.disk_for(&key).put(&key, data, when).await
     }
 
     async fn stat(&mut self, key: String) -> Result<Meta, ObjectError> {
-        self.disk.stat(&key).await
+        self.objects.disk_for(&key).stat(&key).await
     }
 
     async fn delete(&mut self, key: String) -> Result<(), ObjectError> {
-        self.disk.delete(&key).await
+        self.objects.disk_for(&key).delete(&key).await
     }
 
     async fn list_children(&mut self, prefix: String) -> Result<Vec<Child>, ObjectError> {
-        self.disk.list_children(&prefix).await
+        self.objects.list_children(&prefix).await
     }
 
     async fn write_from(
@@ -50,7 +98,10 @@ impl Host for Ctx {
             .table
             .get_mut(&src)
             .map_err(|e| ObjectError::Io(format!("bad stream handle: {e}")))?;
-        self.disk.write_from(&key, offset, stream, limit).await
+        self.objects
+            .disk_for(&key)
+            .write_from(&key, offset, stream, limit)
+            .await
     }
 
     async fn read_to(
@@ -64,23 +115,23 @@ impl Host for Ctx {
             .table
             .get_mut(&dst)
             .map_err(|e| ObjectError::Io(format!("bad stream handle: {e}")))?;
-        self.disk.read_to(&key, start, len, stream).await
+        self.objects
+            .disk_for(&key)
+            .read_to(&key, start, len, stream)
+            .await
     }
 
     async fn sha256(&mut self, key: String) -> Result<String, ObjectError> {
-        self.disk.sha256(&key).await
+        self.objects.disk_for(&key).sha256(&key).await
     }
 
-    async fn rename(
-        &mut self,
-        src: String,
-        dst: String,
-        when: Condition,
-    ) -> Result<(), ObjectError> {
-        self.disk.rename(&src, &dst, when).await
+    async fn rename(&mut self, src: String, dst: String, when: Condition) -> Result<(), ObjectError> {
+        // An upload and its blob belong to one repository, so to one store.
+        self.objects.disk_for(&dst).rename(&src, &dst, when).await
     }
 
     async fn copy(&mut self, src: String, dst: String, when: Condition) -> Result<(), ObjectError> {
-        self.disk.copy(&src, &dst, when).await
+        let from = self.objects.disk_for(&src).path(&src)?;
+        self.objects.disk_for(&dst).copy_from(from, &dst, when).await
     }
 }

@@ -1,0 +1,280 @@
+//! Online garbage collection of one repository.
+//!
+//! Mark and sweep without a lock: the mark reads `index.json` once; every
+//! removal is either a compare-and-swap on `index.json` that removes only what
+//! the mark doomed, or a delete of an object older than the policy's delay.
+//! A push in flight writes blobs first and its manifest last, all within the
+//! delay, so nothing it needs is young enough to be taken — and anything old
+//! it reuses is re-checked against a fresh `index.json` just before blobs go.
+
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "gc-job",
+        with: {
+            "wasi:io/streams@0.2.12": wasip2::io::streams,
+            "wasi:io/error@0.2.12": wasip2::io::error,
+            "wasi:io/poll@0.2.12": wasip2::io::poll,
+            "skiff:registry/objects@0.1.0": skiff_layout::objects,
+        },
+    });
+}
+
+mod retention;
+
+use bindings::exports::skiff::registry::gc::{Guest, Policy, Report};
+use skiff_core::layout::ImageIndex;
+use skiff_core::{Algorithm, Digest};
+use skiff_layout::{ignore_missing, keys, meta, objects, stat, walk, LayoutError};
+use std::collections::BTreeSet;
+
+struct Gc;
+
+bindings::export!(Gc with_types_in bindings);
+
+impl Guest for Gc {
+    fn repositories() -> Result<Vec<String>, String> {
+        meta::repositories().map_err(|e| e.to_string())
+    }
+
+    fn run(repo: String, policy: Policy) -> Result<Report, String> {
+        collect(&repo, &policy).map_err(|e| format!("{repo}: {e}"))
+    }
+}
+
+fn now_ms() -> u64 {
+    let t = wasip2::clocks::wall_clock::now();
+    t.seconds * 1000 + u64::from(t.nanoseconds) / 1_000_000
+}
+
+/// Age in milliseconds of an object, `None` if it is gone.
+fn age_ms(key: &str, now: u64) -> Result<Option<u64>, LayoutError> {
+    Ok(stat(key)?.map(|m| now.saturating_sub(m.modified_ms)))
+}
+
+fn old_enough(key: &str, now: u64, delay: u64) -> Result<bool, LayoutError> {
+    Ok(age_ms(key, now)?.is_some_and(|a| a >= delay))
+}
+
+fn collect(repo: &str, policy: &Policy) -> Result<Report, LayoutError> {
+    let now = now_ms();
+    let delay = policy.delay_ms;
+    let mut report = Report {
+        tags_removed: 0,
+        manifests_removed: 0,
+        blobs_removed: 0,
+        bytes_freed: 0,
+        uploads_removed: 0,
+        repository_removed: false,
+        blobs_scanned: 0,
+        bytes_scanned: 0,
+    };
+    report.uploads_removed = sweep_uploads(repo, now, delay)?;
+    let Some((idx, _)) = meta::index(repo)? else {
+        return Ok(report);
+    };
+
+    // Tags the retention policy lets go (never one younger than the delay).
+    let doomed_tags = retention::doomed_tags(repo, &idx, policy, now)?;
+
+    // Mark: what the kept tags, the young or kept untagged manifests, and
+    // (unless referrers of lost subjects go) every referrer reach.
+    let roots = roots(repo, &idx, policy, &doomed_tags, now)?;
+    let mut reached = walk::reach(repo, roots.iter().cloned(), true)?;
+    if !policy.delete_referrers {
+        for subject in walk::list_digests(&keys::referrers_prefix(repo, "sha256"), "sha256")? {
+            let listed = meta::referrers(repo, &subject)?
+                .into_iter()
+                .filter_map(|d| d.digest.parse::<Digest>().ok());
+            let more = walk::reach(repo, listed, true)?;
+            reached.manifests.extend(more.manifests);
+            reached.blobs.extend(more.blobs);
+        }
+    }
+
+    // Sweep index.json: the doomed tags, and untagged entries the mark did not reach.
+    let doomed_manifests: BTreeSet<String> = idx
+        .manifests
+        .iter()
+        .filter(|d| d.tag().is_none())
+        .filter(|d| {
+            d.digest
+                .parse::<Digest>()
+                .map(|dg| !reached.manifests.contains(&dg))
+                .unwrap_or(false)
+        })
+        .map(|d| d.digest.clone())
+        .collect();
+    if !doomed_tags.is_empty() || !doomed_manifests.is_empty() {
+        let mut tags_removed = 0;
+        let mut manifests_removed = 0;
+        meta::update_index(repo, |idx: &mut ImageIndex| {
+            let before = idx.manifests.len();
+            tags_removed = 0;
+            for (tag, digest) in &doomed_tags {
+                // Only if the tag still names what the mark saw.
+                if idx.by_tag(tag).is_some_and(|d| &d.digest == digest) && idx.remove_tag(tag) {
+                    tags_removed += 1;
+                }
+            }
+            let tagged: BTreeSet<String> = idx
+                .manifests
+                .iter()
+                .filter(|d| d.tag().is_some())
+                .map(|d| d.digest.clone())
+                .collect();
+            idx.manifests.retain(|d| {
+                !(d.tag().is_none()
+                    && doomed_manifests.contains(&d.digest)
+                    && !tagged.contains(&d.digest))
+            });
+            manifests_removed = before - idx.manifests.len();
+            Ok::<bool, LayoutError>(tags_removed > 0 || manifests_removed > 0)
+        })?;
+        report.tags_removed = tags_removed;
+        report.manifests_removed = manifests_removed as u32;
+    }
+
+    // Re-read the index: a manifest pushed since the mark may reuse an old blob.
+    if let Some((fresh, _)) = meta::index(repo)? {
+        let again = roots_of_index(&fresh, |_| true);
+        let more = walk::reach(repo, again.into_iter().filter(|d| !reached.manifests.contains(d)), true)?;
+        reached.manifests.extend(more.manifests);
+        reached.blobs.extend(more.blobs);
+    }
+
+    sweep_blobs(repo, &reached.blobs, now, delay, &mut report)?;
+    sweep_referrer_lists(repo, now, delay)?;
+    report.repository_removed = remove_if_empty(repo, now, delay)?;
+    Ok(report)
+}
+
+/// Manifests the mark starts from.
+fn roots(
+    repo: &str,
+    idx: &ImageIndex,
+    policy: &Policy,
+    doomed_tags: &[(String, String)],
+    now: u64,
+) -> Result<Vec<Digest>, LayoutError> {
+    let mut out = Vec::new();
+    for d in &idx.manifests {
+        let Ok(digest) = d.digest.parse::<Digest>() else { continue };
+        let keep = match d.tag() {
+            Some(t) => !doomed_tags.iter().any(|(dt, _)| dt == t),
+            None => {
+                !policy.delete_untagged
+                    || !old_enough(&keys::blob(repo, &digest), now, policy.delay_ms)?
+            }
+        };
+        if keep {
+            out.push(digest);
+        }
+    }
+    Ok(out)
+}
+
+fn roots_of_index(idx: &ImageIndex, keep: impl Fn(&str) -> bool) -> Vec<Digest> {
+    idx.manifests
+        .iter()
+        .filter(|d| keep(&d.digest))
+        .filter_map(|d| d.digest.parse().ok())
+        .collect()
+}
+
+fn sweep_blobs(
+    repo: &str,
+    reached: &BTreeSet<Digest>,
+    now: u64,
+    delay: u64,
+    report: &mut Report,
+) -> Result<(), LayoutError> {
+    for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+        for d in walk::list_digests(&keys::blobs_prefix(repo, alg.as_str()), alg.as_str())? {
+            let key = keys::blob(repo, &d);
+            let Some(m) = stat(&key)? else { continue };
+            report.blobs_scanned += 1;
+            report.bytes_scanned += m.size;
+            if reached.contains(&d) || now.saturating_sub(m.modified_ms) < delay {
+                continue;
+            }
+            ignore_missing(objects::delete(&key))?;
+            report.blobs_removed += 1;
+            report.bytes_freed += m.size;
+        }
+    }
+    Ok(())
+}
+
+/// Upload sessions nobody has touched for the delay: state and bytes.
+fn sweep_uploads(repo: &str, now: u64, delay: u64) -> Result<u32, LayoutError> {
+    let children = match objects::list_children(&keys::uploads_prefix(repo)) {
+        Ok(c) => c,
+        Err(skiff_layout::ObjectError::NotFound) => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    let mut removed = 0;
+    let ids: BTreeSet<String> = children
+        .iter()
+        .filter(|c| !c.is_prefix && !c.name.starts_with('.'))
+        .map(|c| c.name.trim_end_matches(".json").to_string())
+        .collect();
+    for id in ids {
+        let (state, data) = (keys::upload_state(repo, &id), keys::upload_data(repo, &id));
+        let youngest = [age_ms(&state, now)?, age_ms(&data, now)?]
+            .into_iter()
+            .flatten()
+            .min();
+        if youngest.is_some_and(|a| a >= delay) {
+            ignore_missing(objects::delete(&data))?;
+            ignore_missing(objects::delete(&state))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Referrer lists: drop entries whose manifest is gone, and lists left empty.
+fn sweep_referrer_lists(repo: &str, now: u64, delay: u64) -> Result<(), LayoutError> {
+    for subject in walk::list_digests(&keys::referrers_prefix(repo, "sha256"), "sha256")? {
+        let key = keys::referrers(repo, &subject);
+        for d in meta::referrers(repo, &subject)? {
+            let gone = match d.digest.parse::<Digest>() {
+                Ok(dg) => stat(&keys::blob(repo, &dg))?.is_none(),
+                Err(_) => true,
+            };
+            if gone {
+                meta::remove_referrer(repo, &subject, &d.digest)?;
+            }
+        }
+        if meta::referrers(repo, &subject)?.is_empty() && old_enough(&key, now, delay)? {
+            ignore_missing(objects::delete(&key))?;
+        }
+    }
+    Ok(())
+}
+
+/// A repository with no manifests, blobs or uploads left goes entirely.
+fn remove_if_empty(repo: &str, now: u64, delay: u64) -> Result<bool, LayoutError> {
+    let Some((idx, _)) = meta::index(repo)? else {
+        return Ok(false);
+    };
+    if !idx.manifests.is_empty() || !old_enough(&keys::index(repo), now, delay)? {
+        return Ok(false);
+    }
+    for prefix in [
+        keys::blobs_prefix(repo, "sha256"),
+        keys::blobs_prefix(repo, "sha512"),
+        keys::uploads_prefix(repo),
+    ] {
+        match objects::list_children(&prefix) {
+            Ok(c) if c.iter().any(|c| !c.name.starts_with(".tmp-")) => return Ok(false),
+            Ok(_) | Err(skiff_layout::ObjectError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // The index goes last but one: a push that starts now recreates the layout.
+    ignore_missing(objects::delete(&keys::index(repo)))?;
+    ignore_missing(objects::delete(&keys::oci_layout(repo)))?;
+    Ok(true)
+}

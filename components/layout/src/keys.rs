@@ -1,0 +1,44 @@
+//! Where each part of a repository lives in the object key space.
+
+use skiff_core::Digest;
+
+pub fn index(repo: &str) -> String {
+    format!("{repo}/index.json")
+}
+
+pub fn oci_layout(repo: &str) -> String {
+    format!("{repo}/oci-layout")
+}
+
+pub fn blob(repo: &str, d: &Digest) -> String {
+    format!("{repo}/blobs/{}/{}", d.algorithm().as_str(), d.hex())
+}
+
+/// The listing prefix of one algorithm's blobs.
+pub fn blobs_prefix(repo: &str, algorithm: &str) -> String {
+    format!("{repo}/blobs/{algorithm}/")
+}
+
+pub fn uploads_prefix(repo: &str) -> String {
+    format!("{repo}/.uploads/")
+}
+
+pub fn upload_data(repo: &str, id: &str) -> String {
+    format!("{repo}/.uploads/{id}")
+}
+
+pub fn upload_state(repo: &str, id: &str) -> String {
+    format!("{repo}/.uploads/{id}.json")
+}
+
+pub fn referrers(repo: &str, subject: &Digest) -> String {
+    format!(
+        "{repo}/.referrers/{}/{}",
+        subject.algorithm().as_str(),
+        subject.hex()
+    )
+}
+
+pub fn referrers_prefix(repo: &str, algorithm: &str) -> String {
+    format!("{repo}/.referrers/{algorithm}/")
+}

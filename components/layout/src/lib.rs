@@ -1,0 +1,78 @@
+//! OCI image layouts over the `objects` interface, for guest components.
+//!
+//! The storage, gc and scrub components all work on the same layout; this
+//! library is the one place that knows where each part of a repository lives
+//! and how its metadata changes without locks:
+//!
+//! ```text
+//! <repo>/oci-layout
+//! <repo>/index.json                 manifests and tags (ref.name annotations)
+//! <repo>/blobs/<alg>/<hex>          blobs and manifests, content-addressed
+//! <repo>/.uploads/<id>              bytes of an upload in progress
+//! <repo>/.uploads/<id>.json         its state
+//! <repo>/.referrers/<alg>/<hex>     descriptors of manifests whose subject is <alg>:<hex>
+//! ```
+
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "objects-client",
+        with: {
+            "wasi:io/streams@0.2.12": wasip2::io::streams,
+            "wasi:io/error@0.2.12": wasip2::io::error,
+            "wasi:io/poll@0.2.12": wasip2::io::poll,
+        },
+    });
+}
+
+pub mod keys;
+pub mod meta;
+pub mod walk;
+
+pub use bindings::skiff::registry::objects;
+pub use objects::{Condition, ObjectError};
+
+/// What can go wrong working on a layout.
+#[derive(Debug)]
+pub enum LayoutError {
+    Object(ObjectError),
+    /// A stored document (index.json, a referrer list) does not parse.
+    Corrupt(String),
+    /// Compare-and-swap kept losing to concurrent writers.
+    Contended(String),
+}
+
+impl From<ObjectError> for LayoutError {
+    fn from(e: ObjectError) -> Self {
+        LayoutError::Object(e)
+    }
+}
+
+impl std::fmt::Display for LayoutError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LayoutError::Object(ObjectError::NotFound) => f.write_str("object not found"),
+            LayoutError::Object(ObjectError::PreconditionFailed) => f.write_str("conflicting write"),
+            LayoutError::Object(ObjectError::InvalidKey(k)) => write!(f, "invalid object key {k}"),
+            LayoutError::Object(ObjectError::Io(m)) => f.write_str(m),
+            LayoutError::Corrupt(m) | LayoutError::Contended(m) => f.write_str(m),
+        }
+    }
+}
+
+/// `Ok(())` for success or an object that is already gone.
+pub fn ignore_missing(r: Result<(), ObjectError>) -> Result<(), ObjectError> {
+    match r {
+        Ok(()) | Err(ObjectError::NotFound) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Meta of an object, or `None` if there is none.
+pub fn stat(key: &str) -> Result<Option<objects::Meta>, ObjectError> {
+    match objects::stat(key) {
+        Ok(m) => Ok(Some(m)),
+        Err(ObjectError::NotFound) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
