@@ -34,7 +34,7 @@ use bindings::exports::wasi::http::incoming_handler::Guest;
 use request::Request;
 use response::Response;
 use route::Route;
-use skiff_core::RegistryError;
+use skiff_core::{ErrorCode, RegistryError};
 use wasip2::http::types::{IncomingRequest, ResponseOutparam};
 
 struct DistApi;
@@ -46,7 +46,14 @@ impl Guest for DistApi {
         let mut req = Request::new(request);
         let head = req.is_head();
         let answer = route::parse(&req.method, &req.path).and_then(|r| dispatch(r, &mut req));
-        let response = answer.unwrap_or_else(Response::error);
+        let response = match answer {
+            Ok(r) => r,
+            // HTTP requires a 405 to say which methods the resource has.
+            Err(e) if e.code == ErrorCode::MethodNotAllowed => {
+                Response::error(e).header("Allow", route::allowed(&req.path))
+            }
+            Err(e) => Response::error(e),
+        };
         response.send(out, head);
     }
 }

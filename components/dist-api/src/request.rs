@@ -77,12 +77,14 @@ impl Request {
         }
     }
 
-    /// Whether the request carries a body worth reading (a declared length
-    /// above zero, or a chunked body of unknown length).
+    /// Whether the request may carry a body worth reading: a declared length
+    /// above zero, or no declared length at all. The host strips
+    /// `Transfer-Encoding` (a hop-by-hop header) and HTTP/2 has none, so a
+    /// body of unknown length cannot be told from no body; reading finds out.
     pub fn has_body(&self) -> Result<bool, RegistryError> {
         Ok(match self.content_length()? {
             Some(n) => n > 0,
-            None => self.header("transfer-encoding").is_some(),
+            None => true,
         })
     }
 

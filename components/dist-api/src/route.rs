@@ -49,6 +49,15 @@ fn reference(s: &str) -> Result<Reference, RegistryError> {
     })
 }
 
+/// The methods `path` has a route for, as a 405's `Allow` lists them.
+pub fn allowed(path: &str) -> String {
+    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+        .into_iter()
+        .filter(|m| !matches!(parse(m, path), Err(e) if e.code == ErrorCode::MethodNotAllowed))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Map method and path to a route. The path is matched from its end: a
 /// repository name may itself contain `manifests`, `tags` or `referrers`
 /// components, but never `blobs` (reserved by the layout), so the endpoint

@@ -54,10 +54,14 @@ pub fn start(req: &mut Request, repo: &RepoName) -> Result<Response, RegistryErr
             }
         }
     }
+    // Checked before a session exists, so a bad digest leaves none behind.
+    let monolithic = req
+        .query("digest")
+        .map(|d| route::digest(d).map(|d| d.to_string()))
+        .transpose()?;
     let id = store::upload_start(repo.as_str())?;
-    if let Some(d) = req.query("digest") {
+    if let Some(digest) = monolithic {
         // Monolithic: the whole blob is this request's body.
-        let digest = route::digest(d)?.to_string();
         let result = append(req, repo, &id, Some(0))
             .and_then(|_| store::upload_finish(repo.as_str(), &id, &digest).map_err(Into::into));
         if result.is_err() {

@@ -137,9 +137,15 @@ pub fn delete(repo: &str, reference_str: &str) -> Result<(), Error> {
         }
         Reference::Digest(d) => {
             let bytes = read_blob(repo, &d)?.ok_or(Error::ManifestUnknown)?;
+            let parsed = manifest::parse(&bytes, None);
+            // A layer or config is no manifest: it is not deleted from here.
+            let listed = meta::index(repo)?.is_some_and(|i| i.by_digest(&d.to_string()).is_some());
+            if !listed && parsed.is_err() {
+                return Err(Error::ManifestUnknown);
+            }
             // The referrer entry goes first so the referrers API never lists a
             // manifest that is gone.
-            if let Ok(m) = manifest::parse(&bytes, None) {
+            if let Ok(m) = parsed {
                 if let Some(subject) = &m.subject {
                     meta::remove_referrer(repo, subject, &d.to_string())?;
                 }

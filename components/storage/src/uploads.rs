@@ -96,7 +96,9 @@ pub fn append(
             )));
         }
     }
-    if written.sha256.is_some() || state.sha256.is_some() {
+    // An empty write (a body of unknown length that had nothing in it)
+    // leaves the session as it was, remembered hash included.
+    if written.size != current && (written.sha256.is_some() || state.sha256.is_some()) {
         state.sha256 = written.sha256;
         state.hashed_size = written.size;
         save_state(repo, id, &state)?;

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Runs every test: core unit tests, host tests and the end-to-end tests in
+# tests/*.rs, including the ones that drive real clients (skopeo, umoci, the
+# docker CLI, Python oras).
+#
+# Made for a fresh Debian (12, bookworm) machine with a Rust toolchain from
+# rustup: it first installs whatever the tests need, skipping anything already
+# there, so running it again costs only the cargo build and the tests.
+#
+#   scripts/test.sh            # extra arguments go to `cargo test`
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO=(sudo)
+fi
+
+# --- Rust: the wasm target the components are built for -------------------
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    say "rustup target add wasm32-wasip2"
+    rustup target add wasm32-wasip2 >/dev/null
+fi
+
+# --- Debian packages ------------------------------------------------------
+APT_UPDATED=0
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+apt_update() {
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        say "apt-get update"
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+        APT_UPDATED=1
+    fi
+}
+
+# Install those of the given packages that are missing; `apt-get update` runs
+# once, and only when something is to be installed.
+apt_install() {
+    local missing=() p
+    for p in "$@"; do
+        installed "$p" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    apt_update
+    say "apt-get install ${missing[*]}"
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# A C toolchain for linking native crates (rustup does not bring one).
+command -v cc >/dev/null || apt_install gcc libc6-dev
+
+apt_install skopeo umoci
+
+# The docker CLI, for `docker manifest inspect` (no engine is needed). It must
+# be 23.0 or newer: older clients cannot read OCI image manifests (docker/cli
+# #3990), which rules out Debian 12's docker.io (20.10, and a daemon besides).
+# Debian 13's client-only `docker-cli` is what we want; on Debian 12 it comes
+# from trixie, fetched with a throwaway apt source (signed by the Debian
+# archive keyring; the system's sources are not touched). It depends on
+# nothing but libc6 >= 2.34, which bookworm has.
+docker_major() { docker --version 2>/dev/null | sed -n 's/^Docker version \([0-9]*\)\..*/\1/p'; }
+
+install_docker_cli() {
+    apt_update
+    if [ -n "$(apt-cache policy docker-cli 2>/dev/null | sed -n 's/^ *Candidate: *//p' | grep -v '(none)')" ]; then
+        apt_install docker-cli
+        return
+    fi
+    say "apt-get install docker-cli (from Debian trixie)"
+    local tmp
+    tmp=$(mktemp -d)
+    chmod 755 "$tmp"
+    mkdir -p "$tmp/lists/partial" "$tmp/archives/partial"
+    echo 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main' \
+        >"$tmp/sources.list"
+    local opts=(
+        -o Dir::Etc::SourceList="$tmp/sources.list" -o Dir::Etc::SourceParts=/dev/null
+        -o Dir::State::Lists="$tmp/lists" -o Dir::Cache::archives="$tmp/archives"
+        -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= -o APT::Sandbox::User=root
+    )
+    "${SUDO[@]}" apt-get "${opts[@]}" update -qq >/dev/null
+    (cd "$tmp" && "${SUDO[@]}" apt-get "${opts[@]}" download -qq docker-cli >/dev/null)
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "$tmp"/docker-cli_*.deb >/dev/null
+    "${SUDO[@]}" rm -rf "$tmp"
+}
+
+if ! command -v docker >/dev/null; then
+    install_docker_cli
+fi
+major=$(docker_major)
+if [ "${major:-0}" -lt 23 ]; then
+    echo "error: $(command -v docker) is $(docker --version); the tests need a docker CLI >= 23.0" >&2
+    exit 1
+fi
+
+# --- Python: a venv with the `oras` client --------------------------------
+VENV="$ROOT/.venv"
+if ! "$VENV/bin/python" -c 'import oras' >/dev/null 2>&1; then
+    if ! { command -v python3 >/dev/null && python3 -c 'import ensurepip, venv' >/dev/null 2>&1; }; then
+        apt_install python3 python3-venv
+    fi
+    say "python venv at .venv with oras"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check oras
+fi
+export SKIFF_PYTHON="$VENV/bin/python"
+
+# --- Build and test -------------------------------------------------------
+say "cargo build --release -p skiff"
+cargo build --release -p skiff
+say "cargo test --release --workspace"
+cargo test --release --workspace "$@"

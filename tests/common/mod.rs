@@ -1,0 +1,321 @@
+//! Test harness: runs the real `skiff` binary on 127.0.0.1 with a free port
+//! and a fresh data directory, and talks to it over plain HTTP/1.1.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// A running registry; stopped (and its data removed) on drop.
+pub struct Registry {
+    child: Child,
+    pub port: u16,
+    pub data: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        Registry::start_with(|_| {})
+    }
+
+    /// Start with a config; `edit` may add keys to the JSON before it is written.
+    pub fn start_with(edit: impl FnOnce(&mut serde_json::Value)) -> Registry {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut cfg = serde_json::json!({
+            "http": {"address": "127.0.0.1", "port": 0},
+            "storage": {"rootDirectory": data.path().join("root")},
+            "log": {"level": "warn"}
+        });
+        edit(&mut cfg);
+        let cfg_path = data.path().join("config.json");
+        std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+        Registry::spawn(&cfg_path, data)
+    }
+
+    fn spawn(cfg: &Path, data: tempfile::TempDir) -> Registry {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .arg("serve")
+            .arg(cfg)
+            .env("SKIFF_CACHE_DIR", cache_dir())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting skiff");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let port = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("skiff did not print its address: {line:?}"));
+        Registry { child, port, data }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.data.path().join("root")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn req(&self, method: &str, path: &str) -> Req<'_> {
+        Req {
+            reg: self,
+            method: method.to_string(),
+            path: path.to_string(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            chunked: false,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        self.req("GET", path).send()
+    }
+
+    pub fn head(&self, path: &str) -> Resp {
+        self.req("HEAD", path).send()
+    }
+
+    pub fn delete(&self, path: &str) -> Resp {
+        self.req("DELETE", path).send()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Push a blob monolithically; returns its digest.
+    pub fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
+        let d = sha256(bytes);
+        let r = self
+            .req("POST", &format!("/v2/{repo}/blobs/uploads/?digest={d}"))
+            .header("Content-Type", "application/octet-stream")
+            .body(bytes)
+            .send();
+        assert_eq!(r.status, 201, "push blob: {}", r.text());
+        d
+    }
+
+    /// Push a manifest by tag or digest; returns the response.
+    pub fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Resp {
+        self.req("PUT", &format!("/v2/{repo}/manifests/{reference}"))
+            .header("Content-Type", media_type)
+            .body(bytes)
+            .send()
+    }
+
+    /// Push a small image (config + one layer) and tag it; returns the manifest bytes and digest.
+    pub fn push_image(&self, repo: &str, tag: &str, seed: &str) -> (Vec<u8>, String) {
+        let config = format!("{{\"seed\":\"{seed}\"}}");
+        let layer = format!("layer of {seed}");
+        let cd = self.push_blob(repo, config.as_bytes());
+        let ld = self.push_blob(repo, layer.as_bytes());
+        let m = image_manifest(&cd, config.len(), &[(&ld, layer.len())], None, None);
+        let r = self.put_manifest(repo, tag, OCI_MANIFEST, &m);
+        assert_eq!(r.status, 201, "push manifest: {}", r.text());
+        let d = sha256(&m);
+        (m, d)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Compiled components are cached across the test run's registries.
+fn cache_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join("skiff-test-cache");
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// An OCI image manifest; `subject` is (digest, size) of another manifest.
+pub fn image_manifest(
+    config: &str,
+    config_size: usize,
+    layers: &[(&str, usize)],
+    subject: Option<(&str, usize)>,
+    artifact_type: Option<&str>,
+) -> Vec<u8> {
+    let mut m = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
+        "layers": layers.iter().map(|(d, s)| serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": s
+        })).collect::<Vec<_>>(),
+    });
+    if let Some((d, s)) = subject {
+        m["subject"] = serde_json::json!({"mediaType": OCI_MANIFEST, "digest": d, "size": s});
+    }
+    if let Some(t) = artifact_type {
+        m["artifactType"] = serde_json::json!(t);
+    }
+    serde_json::to_vec(&m).unwrap()
+}
+
+pub struct Req<'a> {
+    reg: &'a Registry,
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    chunked: bool,
+}
+
+impl Req<'_> {
+    pub fn header(mut self, k: &str, v: &str) -> Self {
+        self.headers.push((k.to_string(), v.to_string()));
+        self
+    }
+
+    pub fn body(mut self, b: &[u8]) -> Self {
+        self.body = b.to_vec();
+        self
+    }
+
+    /// Send the body with `Transfer-Encoding: chunked` (no Content-Length).
+    pub fn chunked(mut self) -> Self {
+        self.chunked = true;
+        self
+    }
+
+    pub fn send(self) -> Resp {
+        let mut s = TcpStream::connect(("127.0.0.1", self.reg.port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut head = format!(
+            "{} {} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n",
+            self.method, self.path, self.reg.port
+        );
+        let has_len = self
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-length"));
+        for (k, v) in &self.headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if self.chunked {
+            head.push_str("Transfer-Encoding: chunked\r\n\r\n");
+            s.write_all(head.as_bytes()).unwrap();
+            for part in self.body.chunks(7000) {
+                s.write_all(format!("{:x}\r\n", part.len()).as_bytes())
+                    .unwrap();
+                s.write_all(part).unwrap();
+                s.write_all(b"\r\n").unwrap();
+            }
+            s.write_all(b"0\r\n\r\n").unwrap();
+        } else {
+            if !has_len
+                && (!self.body.is_empty()
+                    || matches!(self.method.as_str(), "PUT" | "POST" | "PATCH"))
+            {
+                head.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
+            }
+            head.push_str("\r\n");
+            s.write_all(head.as_bytes()).unwrap();
+            let _ = s.write_all(&self.body);
+        }
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        Resp::parse(&raw, self.method == "HEAD")
+    }
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    fn parse(raw: &[u8], head: bool) -> Resp {
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(raw)));
+        let text = String::from_utf8_lossy(&raw[..split]).to_string();
+        let mut lines = text.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .expect("status line");
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let body = if head {
+            Vec::new()
+        } else {
+            raw[split + 4..].to_vec()
+        };
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub fn header(&self, k: &str) -> Option<&str> {
+        let k = k.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn header_all(&self, k: &str) -> Vec<&str> {
+        let k = k.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .filter(|(n, _)| *n == k)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    /// The code of the first error in an OCI error body.
+    pub fn error_code(&self) -> String {
+        self.json()["errors"][0]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+}
