@@ -655,6 +655,8 @@ fn malformed_requests_are_refused_cleanly() {
         .collect();
     want.insert(format!("{REPO}/index.json"));
     want.insert(format!("{REPO}/oci-layout"));
+    // The dedupe cache (on by default) lives at the root.
+    want.insert("cache.db".to_string());
     assert_eq!(
         files_under(&reg.root()),
         want,

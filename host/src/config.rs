@@ -209,13 +209,13 @@ impl Config {
                     let prefix = path.trim_start_matches('/');
                     let valid = !prefix.is_empty()
                         && !prefix.contains('/')
-                        && prefix
-                            .parse::<skiff_core::RepoName>()
-                            .is_ok();
+                        && prefix.parse::<skiff_core::RepoName>().is_ok();
                     if !valid {
                         bail!("{key}: a subpath is one repository path component, like \"/team\"");
                     }
-                    let obj = v.as_object().with_context(|| format!("{key}: expected an object"))?;
+                    let obj = v
+                        .as_object()
+                        .with_context(|| format!("{key}: expected an object"))?;
                     if !obj.contains_key("rootDirectory") {
                         bail!("{key}.rootDirectory: required");
                     }
@@ -234,7 +234,9 @@ impl Config {
         if let Some(v) = lookup(&root, "extensions.scrub") {
             let enable = match v.get("enable") {
                 None => true,
-                Some(b) => b.as_bool().context("extensions.scrub.enable: expected true or false")?,
+                Some(b) => b
+                    .as_bool()
+                    .context("extensions.scrub.enable: expected true or false")?,
             };
             let interval = match v.get("interval") {
                 None => Duration::from_secs(24 * 3600),
@@ -255,8 +257,11 @@ impl Config {
 
     /// Every store: the default one first, then the subpaths.
     pub fn stores(&self) -> impl Iterator<Item = (Option<&str>, &StoreConfig)> {
-        std::iter::once((None, &self.storage))
-            .chain(self.sub_paths.iter().map(|s| (Some(s.prefix.as_str()), &s.store)))
+        std::iter::once((None, &self.storage)).chain(
+            self.sub_paths
+                .iter()
+                .map(|s| (Some(s.prefix.as_str()), &s.store)),
+        )
     }
 }
 
@@ -304,11 +309,15 @@ fn parse_store(obj: &Map<String, Value>, at: &str, base: &StoreConfig) -> Result
 }
 
 fn parse_policies(v: &Value, at: &str) -> Result<Vec<RetentionPolicy>> {
-    let list = v.as_array().with_context(|| format!("{at}: expected a list"))?;
+    let list = v
+        .as_array()
+        .with_context(|| format!("{at}: expected a list"))?;
     let mut out = Vec::new();
     for (i, p) in list.iter().enumerate() {
         let at = format!("{at}[{i}]");
-        let o = p.as_object().with_context(|| format!("{at}: expected an object"))?;
+        let o = p
+            .as_object()
+            .with_context(|| format!("{at}: expected an object"))?;
         let strings = |v: &Value, key: &str| -> Result<Vec<String>> {
             v.as_array()
                 .and_then(|a| a.iter().map(|s| s.as_str().map(String::from)).collect())
@@ -317,7 +326,9 @@ fn parse_policies(v: &Value, at: &str) -> Result<Vec<RetentionPolicy>> {
         let flag = |k: &str, default: bool| -> Result<bool> {
             match o.get(k) {
                 None => Ok(default),
-                Some(b) => b.as_bool().with_context(|| format!("{at}.{k}: expected true or false")),
+                Some(b) => b
+                    .as_bool()
+                    .with_context(|| format!("{at}.{k}: expected true or false")),
             }
         };
         let repositories = match o.get("repositories") {
@@ -338,8 +349,9 @@ fn parse_policies(v: &Value, at: &str) -> Result<Vec<RetentionPolicy>> {
                         None => Vec::new(),
                     };
                     for pat in &patterns {
-                        regex_lite::Regex::new(pat)
-                            .with_context(|| format!("{rat}.patterns: {pat:?} is not a regular expression"))?;
+                        regex_lite::Regex::new(pat).with_context(|| {
+                            format!("{rat}.patterns: {pat:?} is not a regular expression")
+                        })?;
                     }
                     let count = match r.get("mostRecentlyPushedCount") {
                         None => None,
@@ -387,7 +399,9 @@ pub fn parse_duration(v: &Value, key: &str) -> Result<Duration> {
             .ok_or_else(bad)?;
         let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let secs = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -513,7 +527,10 @@ mod tests {
         .unwrap();
         let p = c.storage.policy_for("infra/app");
         assert!(!p.delete_untagged);
-        assert_eq!(p.keep_tags.as_ref().unwrap()[0].most_recently_pushed_count, Some(2));
+        assert_eq!(
+            p.keep_tags.as_ref().unwrap()[0].most_recently_pushed_count,
+            Some(2)
+        );
         let q = c.storage.policy_for("infra/app/deep");
         assert!(!q.delete_referrers && q.delete_untagged);
         let none = StoreConfig::default_at(PathBuf::from("x")).policy_for("any");
@@ -528,7 +545,10 @@ mod tests {
         assert_eq!(d("500ms"), Duration::from_millis(500));
         assert_eq!(d("0"), Duration::ZERO);
         for bad in ["", "h", "1d", "abc", "1.2.3s"] {
-            assert!(parse_duration(&Value::String(bad.into()), "k").is_err(), "{bad}");
+            assert!(
+                parse_duration(&Value::String(bad.into()), "k").is_err(),
+                "{bad}"
+            );
         }
         assert!(glob_match("**", "a/b/c"));
         assert!(glob_match("infra/*", "infra/x"));
@@ -543,15 +563,30 @@ mod tests {
             (r#"{"http":{"port":"eighty"}}"#, "http.port"),
             (r#"{"http":{"port":70000}}"#, "http.port"),
             (r#"{"http":{"address":"localhost:5"}}"#, "http.address"),
-            (r#"{"storage":{"rootDirectory":5}}"#, "storage.rootDirectory"),
+            (
+                r#"{"storage":{"rootDirectory":5}}"#,
+                "storage.rootDirectory",
+            ),
             (r#"{"storage":{"commit":"yes"}}"#, "storage.commit"),
             (r#"{"storage":{"gcDelay":"soon"}}"#, "storage.gcDelay"),
             (r#"{"storage":{"gcInterval":"0s"}}"#, "storage.gcInterval"),
-            (r#"{"storage":{"subPaths":{"/a/b":{"rootDirectory":"/x"}}}}"#, "storage.subPaths./a/b"),
+            (
+                r#"{"storage":{"subPaths":{"/a/b":{"rootDirectory":"/x"}}}}"#,
+                "storage.subPaths./a/b",
+            ),
             (r#"{"storage":{"subPaths":{"/a":{}}}}"#, "rootDirectory"),
-            (r#"{"storage":{"cacheDriver":{"name":"dynamodb"}}}"#, "storage.cacheDriver.name"),
-            (r#"{"storage":{"retention":{"policies":[{"keepTags":[{"patterns":["("]}]}]}}}"#, "keepTags[0].patterns"),
-            (r#"{"extensions":{"scrub":{"interval":"often"}}}"#, "extensions.scrub.interval"),
+            (
+                r#"{"storage":{"cacheDriver":{"name":"dynamodb"}}}"#,
+                "storage.cacheDriver.name",
+            ),
+            (
+                r#"{"storage":{"retention":{"policies":[{"keepTags":[{"patterns":["("]}]}]}}}"#,
+                "keepTags[0].patterns",
+            ),
+            (
+                r#"{"extensions":{"scrub":{"interval":"often"}}}"#,
+                "extensions.scrub.interval",
+            ),
             (r#"{"log":{"level":"loud"}}"#, "log.level"),
         ] {
             let e = format!("{:#}", Config::parse(text).unwrap_err());

@@ -28,9 +28,11 @@ impl Metrics {
         self.gc_millis.fetch_add(took.as_millis() as u64, Relaxed);
         match result {
             Ok(r) => {
-                self.gc_blobs_removed.fetch_add(r.blobs_removed.into(), Relaxed);
+                self.gc_blobs_removed
+                    .fetch_add(r.blobs_removed.into(), Relaxed);
                 self.gc_bytes_freed.fetch_add(r.bytes_freed, Relaxed);
-                self.gc_manifests_removed.fetch_add(r.manifests_removed.into(), Relaxed);
+                self.gc_manifests_removed
+                    .fetch_add(r.manifests_removed.into(), Relaxed);
                 self.gc_bytes_scanned.fetch_add(r.bytes_scanned, Relaxed);
             }
             Err(_) => {
@@ -65,20 +67,84 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut s = String::new();
         let mut line = |name: &str, kind: &str, help: &str, v: &AtomicU64| {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", v.load(Relaxed));
+            let _ = writeln!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                v.load(Relaxed)
+            );
         };
-        line("skiff_gc_runs_total", "counter", "Repositories garbage-collected.", &self.gc_runs);
-        line("skiff_gc_failures_total", "counter", "Repository gc runs that failed.", &self.gc_failures);
-        line("skiff_gc_blobs_removed_total", "counter", "Blobs removed by gc.", &self.gc_blobs_removed);
-        line("skiff_gc_bytes_freed_total", "counter", "Bytes freed by gc.", &self.gc_bytes_freed);
-        line("skiff_gc_manifests_removed_total", "counter", "Manifests removed by gc.", &self.gc_manifests_removed);
-        line("skiff_gc_bytes_scanned_total", "counter", "Bytes of blobs gc looked at.", &self.gc_bytes_scanned);
-        line("skiff_gc_milliseconds_total", "counter", "Time spent in gc.", &self.gc_millis);
-        line("skiff_scrub_runs_total", "counter", "Scrub passes over all repositories.", &self.scrub_runs);
-        line("skiff_scrub_repositories_ok", "gauge", "Repositories the last scrub found intact.", &self.scrub_repos_ok);
-        line("skiff_scrub_repositories_affected", "gauge", "Repositories the last scrub found damaged.", &self.scrub_repos_affected);
-        line("skiff_scrub_blobs_damaged", "gauge", "Damaged or missing blobs the last scrub found.", &self.scrub_blobs_damaged);
-        line("skiff_scrub_bytes_checked_total", "counter", "Bytes re-hashed by scrub.", &self.scrub_bytes_checked);
+        line(
+            "skiff_gc_runs_total",
+            "counter",
+            "Repositories garbage-collected.",
+            &self.gc_runs,
+        );
+        line(
+            "skiff_gc_failures_total",
+            "counter",
+            "Repository gc runs that failed.",
+            &self.gc_failures,
+        );
+        line(
+            "skiff_gc_blobs_removed_total",
+            "counter",
+            "Blobs removed by gc.",
+            &self.gc_blobs_removed,
+        );
+        line(
+            "skiff_gc_bytes_freed_total",
+            "counter",
+            "Bytes freed by gc.",
+            &self.gc_bytes_freed,
+        );
+        line(
+            "skiff_gc_manifests_removed_total",
+            "counter",
+            "Manifests removed by gc.",
+            &self.gc_manifests_removed,
+        );
+        line(
+            "skiff_gc_bytes_scanned_total",
+            "counter",
+            "Bytes of blobs gc looked at.",
+            &self.gc_bytes_scanned,
+        );
+        line(
+            "skiff_gc_milliseconds_total",
+            "counter",
+            "Time spent in gc.",
+            &self.gc_millis,
+        );
+        line(
+            "skiff_scrub_runs_total",
+            "counter",
+            "Scrub passes over all repositories.",
+            &self.scrub_runs,
+        );
+        line(
+            "skiff_scrub_repositories_ok",
+            "gauge",
+            "Repositories the last scrub found intact.",
+            &self.scrub_repos_ok,
+        );
+        line(
+            "skiff_scrub_repositories_affected",
+            "gauge",
+            "Repositories the last scrub found damaged.",
+            &self.scrub_repos_affected,
+        );
+        line(
+            "skiff_scrub_blobs_damaged",
+            "gauge",
+            "Damaged or missing blobs the last scrub found.",
+            &self.scrub_blobs_damaged,
+        );
+        line(
+            "skiff_scrub_bytes_checked_total",
+            "counter",
+            "Bytes re-hashed by scrub.",
+            &self.scrub_bytes_checked,
+        );
         s
     }
 }

@@ -48,8 +48,8 @@ mod jobs_bindings {
 }
 
 pub use jobs_bindings::gc::exports::skiff::registry::gc as gc_api;
-pub use jobs_bindings::scrub::exports::skiff::registry::scrub as scrub_api;
 use jobs_bindings::gc::GcJobPre;
+pub use jobs_bindings::scrub::exports::skiff::registry::scrub as scrub_api;
 use jobs_bindings::scrub::ScrubJobPre;
 
 wasmtime::component::bindgen!({
@@ -128,8 +128,9 @@ impl Runtime {
         // a component makes no HTTP calls; outbound requests are refused anyway.
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         let gc = GcJobPre::new(linker.instantiate_pre(&load_component(&engine, "gc", GC_WASM)?)?)?;
-        let scrub =
-            ScrubJobPre::new(linker.instantiate_pre(&load_component(&engine, "scrub", SCRUB_WASM)?)?)?;
+        let scrub = ScrubJobPre::new(
+            linker.instantiate_pre(&load_component(&engine, "scrub", SCRUB_WASM)?)?,
+        )?;
         let registry = load_component(&engine, "registry", REGISTRY_WASM)?;
         let pre = ProxyPre::new(linker.instantiate_pre(&registry)?)?;
         Ok(Runtime {

@@ -67,13 +67,20 @@ pub async fn gc_all(
         let result = rt.gc(&repo, &policy(store, &repo)).await;
         metrics.record_gc(&result, started.elapsed());
         match &result {
-            Ok(r) if r.blobs_removed + r.manifests_removed + r.uploads_removed + r.tags_removed > 0
-                || r.repository_removed =>
+            Ok(r)
+                if r.blobs_removed + r.manifests_removed + r.uploads_removed + r.tags_removed
+                    > 0
+                    || r.repository_removed =>
             {
                 tracing::info!(
-                    repo, tags = r.tags_removed, manifests = r.manifests_removed,
-                    blobs = r.blobs_removed, bytes = r.bytes_freed, uploads = r.uploads_removed,
-                    repository_removed = r.repository_removed, "gc"
+                    repo,
+                    tags = r.tags_removed,
+                    manifests = r.manifests_removed,
+                    blobs = r.blobs_removed,
+                    bytes = r.bytes_freed,
+                    uploads = r.uploads_removed,
+                    repository_removed = r.repository_removed,
+                    "gc"
                 )
             }
             Ok(_) => tracing::debug!(repo, "gc: nothing to collect"),
@@ -90,7 +97,9 @@ pub async fn scrub_all(rt: &Runtime, metrics: &Metrics) -> anyhow::Result<Vec<Sc
     for repo in rt.repositories().await? {
         let result = rt.scrub(&repo).await;
         match &result {
-            Ok(r) if r.damaged.is_empty() => tracing::debug!(repo, blobs = r.blobs_checked, "scrub: ok"),
+            Ok(r) if r.damaged.is_empty() => {
+                tracing::debug!(repo, blobs = r.blobs_checked, "scrub: ok")
+            }
             Ok(r) => {
                 for d in &r.damaged {
                     tracing::error!(repo, blob = %d.digest, actual = %d.actual, "scrub: affected");
@@ -112,7 +121,12 @@ fn jittered(period: Duration) -> Duration {
 
 /// Start the timers. Returns when `shutdown` turns true (and the running job,
 /// if any, has been dropped).
-pub async fn run(rt: Arc<Runtime>, cfg: Arc<Config>, metrics: Arc<Metrics>, shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    rt: Arc<Runtime>,
+    cfg: Arc<Config>,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+) {
     // One background job at a time, whatever its kind.
     let one_at_a_time = Arc::new(Mutex::new(()));
     let mut tasks = Vec::new();
@@ -121,7 +135,12 @@ pub async fn run(rt: Arc<Runtime>, cfg: Arc<Config>, metrics: Arc<Metrics>, shut
             continue;
         }
         let interval = store.gc_interval;
-        let (rt, cfg, metrics, lock) = (rt.clone(), cfg.clone(), metrics.clone(), one_at_a_time.clone());
+        let (rt, cfg, metrics, lock) = (
+            rt.clone(),
+            cfg.clone(),
+            metrics.clone(),
+            one_at_a_time.clone(),
+        );
         tasks.push(tokio::spawn(every(interval, shutdown.clone(), move || {
             let (rt, cfg, metrics, lock) = (rt.clone(), cfg.clone(), metrics.clone(), lock.clone());
             async move {

@@ -3,8 +3,8 @@
 //! `wasi:http`. A trap fails only its own request.
 
 use crate::config::Config;
-use crate::objects::{Disk, Objects};
 use crate::metrics::Metrics;
+use crate::objects::{Disk, Objects};
 use crate::runtime::Runtime;
 use crate::scheduler;
 use anyhow::{Context, Result};
@@ -81,8 +81,17 @@ pub async fn gc_once(cfg: Config) -> Result<()> {
                 scanned += r.bytes_scanned;
                 println!(
                     "{:<40} {:>5} {:>9} {:>6} {:>12} {:>7}{}",
-                    o.repo, r.tags_removed, r.manifests_removed, r.blobs_removed, r.bytes_freed,
-                    r.uploads_removed, if r.repository_removed { "  (repository removed)" } else { "" }
+                    o.repo,
+                    r.tags_removed,
+                    r.manifests_removed,
+                    r.blobs_removed,
+                    r.bytes_freed,
+                    r.uploads_removed,
+                    if r.repository_removed {
+                        "  (repository removed)"
+                    } else {
+                        ""
+                    }
                 );
             }
             Err(e) => {
@@ -119,7 +128,10 @@ pub async fn scrub_once(cfg: Config) -> Result<bool> {
                 affected = true;
                 bytes += r.bytes_checked;
                 for d in &r.damaged {
-                    println!("{:<40} {:<9} {:<72} {}", o.repo, "affected", d.digest, d.actual);
+                    println!(
+                        "{:<40} {:<9} {:<72} {}",
+                        o.repo, "affected", d.digest, d.actual
+                    );
                 }
             }
             Err(e) => {
@@ -172,12 +184,16 @@ pub fn open_stores(cfg: &Config, how: Use) -> Result<Objects> {
 /// Apply a changed dedupe setting to what is already stored, off the request path.
 fn converge_dedupe(disk: Arc<Disk>) {
     tokio::task::spawn_blocking(move || match disk.reconcile() {
-        Ok((blobs, 0)) => tracing::debug!(root = %disk.root().display(), blobs, "dedupe state consistent"),
+        Ok((blobs, 0)) => {
+            tracing::debug!(root = %disk.root().display(), blobs, "dedupe state consistent")
+        }
         Ok((blobs, changed)) => tracing::info!(
             root = %disk.root().display(), blobs, changed, dedupe = disk.dedupe(),
             "converged stored blobs to the dedupe setting"
         ),
-        Err(e) => tracing::warn!(root = %disk.root().display(), error = %e, "dedupe convergence failed"),
+        Err(e) => {
+            tracing::warn!(root = %disk.root().display(), error = %e, "dedupe convergence failed")
+        }
     });
 }
 

@@ -138,7 +138,11 @@ fn collect(repo: &str, policy: &Policy) -> Result<Report, LayoutError> {
     // Re-read the index: a manifest pushed since the mark may reuse an old blob.
     if let Some((fresh, _)) = meta::index(repo)? {
         let again = roots_of_index(&fresh, |_| true);
-        let more = walk::reach(repo, again.into_iter().filter(|d| !reached.manifests.contains(d)), true)?;
+        let more = walk::reach(
+            repo,
+            again.into_iter().filter(|d| !reached.manifests.contains(d)),
+            true,
+        )?;
         reached.manifests.extend(more.manifests);
         reached.blobs.extend(more.blobs);
     }
@@ -159,7 +163,9 @@ fn roots(
 ) -> Result<Vec<Digest>, LayoutError> {
     let mut out = Vec::new();
     for d in &idx.manifests {
-        let Ok(digest) = d.digest.parse::<Digest>() else { continue };
+        let Ok(digest) = d.digest.parse::<Digest>() else {
+            continue;
+        };
         let keep = match d.tag() {
             Some(t) => !doomed_tags.iter().any(|(dt, _)| dt == t),
             None => {

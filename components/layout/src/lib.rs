@@ -52,7 +52,9 @@ impl std::fmt::Display for LayoutError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             LayoutError::Object(ObjectError::NotFound) => f.write_str("object not found"),
-            LayoutError::Object(ObjectError::PreconditionFailed) => f.write_str("conflicting write"),
+            LayoutError::Object(ObjectError::PreconditionFailed) => {
+                f.write_str("conflicting write")
+            }
             LayoutError::Object(ObjectError::InvalidKey(k)) => write!(f, "invalid object key {k}"),
             LayoutError::Object(ObjectError::Io(m)) => f.write_str(m),
             LayoutError::Corrupt(m) | LayoutError::Contended(m) => f.write_str(m),

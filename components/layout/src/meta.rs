@@ -39,8 +39,8 @@ where
         if !change(&mut value)? {
             return Ok(value);
         }
-        let bytes = serde_json::to_vec(&value)
-            .map_err(|e| LayoutError::Corrupt(format!("{key}: {e}")))?;
+        let bytes =
+            serde_json::to_vec(&value).map_err(|e| LayoutError::Corrupt(format!("{key}: {e}")))?;
         let when = match version {
             Some(v) => Condition::IfVersion(v),
             None => Condition::IfAbsent,
@@ -100,7 +100,9 @@ pub fn repositories() -> Result<Vec<String>, LayoutError> {
         };
         let repo = prefix.trim_end_matches('/');
         if !repo.is_empty()
-            && children.iter().any(|c| !c.is_prefix && c.name == "index.json")
+            && children
+                .iter()
+                .any(|c| !c.is_prefix && c.name == "index.json")
             && repo.parse::<RepoName>().is_ok()
         {
             found.push(repo.to_string());
@@ -121,21 +123,27 @@ pub fn referrers(repo: &str, subject: &Digest) -> Result<Vec<Descriptor>, Layout
 }
 
 pub fn add_referrer(repo: &str, subject: &Digest, desc: Descriptor) -> Result<(), LayoutError> {
-    update(&keys::referrers(repo, subject), |list: &mut Vec<Descriptor>| {
-        if list.iter().any(|d| d.digest == desc.digest) {
-            return Ok::<bool, LayoutError>(false);
-        }
-        list.push(desc.clone());
-        Ok(true)
-    })
+    update(
+        &keys::referrers(repo, subject),
+        |list: &mut Vec<Descriptor>| {
+            if list.iter().any(|d| d.digest == desc.digest) {
+                return Ok::<bool, LayoutError>(false);
+            }
+            list.push(desc.clone());
+            Ok(true)
+        },
+    )
     .map(|_| ())
 }
 
 pub fn remove_referrer(repo: &str, subject: &Digest, digest: &str) -> Result<(), LayoutError> {
-    update(&keys::referrers(repo, subject), |list: &mut Vec<Descriptor>| {
-        let before = list.len();
-        list.retain(|d| d.digest != digest);
-        Ok::<bool, LayoutError>(list.len() != before)
-    })
+    update(
+        &keys::referrers(repo, subject),
+        |list: &mut Vec<Descriptor>| {
+            let before = list.len();
+            list.retain(|d| d.digest != digest);
+            Ok::<bool, LayoutError>(list.len() != before)
+        },
+    )
     .map(|_| ())
 }

@@ -43,7 +43,10 @@ fn check(repo: &str) -> Result<Report, LayoutError> {
     let Some((idx, _)) = meta::index(repo)? else {
         return Ok(report);
     };
-    let roots = idx.manifests.iter().filter_map(|d| d.digest.parse::<Digest>().ok());
+    let roots = idx
+        .manifests
+        .iter()
+        .filter_map(|d| d.digest.parse::<Digest>().ok());
     let reached = walk::reach(repo, roots, true)?;
     for d in &reached.blobs {
         let key = keys::blob(repo, d);

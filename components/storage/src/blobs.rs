@@ -1,8 +1,8 @@
 //! Blobs: content-addressed, written once, readable by streaming to a
 //! caller's output stream.
 
-use crate::bindings::skiff::registry::objects::{self, Condition, ObjectError};
 use crate::{keys, meta, Error};
+use skiff_layout::objects::{self, Condition, ObjectError};
 use wasip2::io::streams::OutputStream;
 
 pub fn size(repo: &str, digest: &str) -> Result<u64, Error> {

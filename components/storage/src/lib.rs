@@ -1,15 +1,7 @@
 //! The storage adapter: OCI image-layout semantics over a flat object store.
 //!
-//! Every repository is an OCI image layout under its name:
-//!
-//! ```text
-//! <repo>/oci-layout
-//! <repo>/index.json                 manifests and tags (ref.name annotations)
-//! <repo>/blobs/<alg>/<hex>          blobs and manifests, content-addressed
-//! <repo>/.uploads/<id>              bytes of an upload in progress
-//! <repo>/.uploads/<id>.json         its state (hash when known)
-//! <repo>/.referrers/<alg>/<hex>     descriptors of manifests whose subject is <alg>:<hex>
-//! ```
+//! Every repository is an OCI image layout under its name; `skiff-layout`
+//! (shared with the gc and scrub components) says where each part lives.
 //!
 //! There is no lock: blobs are written once (create-if-absent) and
 //! `index.json` and referrer lists change by compare-and-swap on the object
@@ -24,6 +16,7 @@ mod bindings {
             "wasi:io/streams@0.2.12": wasip2::io::streams,
             "wasi:io/error@0.2.12": wasip2::io::error,
             "wasi:io/poll@0.2.12": wasip2::io::poll,
+            "skiff:registry/objects@0.1.0": skiff_layout::objects,
         },
     });
 }
@@ -37,12 +30,21 @@ mod uploads;
 use bindings::exports::skiff::registry::store::{
     Descriptor, Error, Guest, Manifest, PutManifestResult,
 };
-use bindings::skiff::registry::objects::ObjectError;
+use skiff_layout::{LayoutError, ObjectError};
 use wasip2::io::streams::{InputStream, OutputStream};
 
 struct Storage;
 
 bindings::export!(Storage with_types_in bindings);
+
+impl From<LayoutError> for Error {
+    fn from(e: LayoutError) -> Self {
+        match e {
+            LayoutError::Object(o) => o.into(),
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
 
 impl From<ObjectError> for Error {
     fn from(e: ObjectError) -> Self {

@@ -2,31 +2,20 @@
 //! their tags) in the layout's `index.json`.
 
 use crate::bindings::exports::skiff::registry::store::{Manifest, PutManifestResult};
-use crate::bindings::skiff::registry::objects::{self, ObjectError};
 use crate::{blobs, keys, meta, Error};
 use skiff_core::layout::Descriptor;
-use skiff_core::manifest::{self, Kind, MAX_MANIFEST_BYTES};
+use skiff_core::manifest::{self, Kind};
 use skiff_core::{Digest, Reference};
+use skiff_layout::objects::{self, ObjectError};
 
 fn reference(s: &str) -> Result<Reference, Error> {
     s.parse()
         .map_err(|e| Error::ManifestInvalid(format!("{e}")))
 }
 
-/// Read a manifest's bytes; `None` if the repository has no such blob.
+/// A manifest's bytes; `None` if the repository has no such blob.
 fn read_blob(repo: &str, d: &Digest) -> Result<Option<Vec<u8>>, Error> {
-    let key = keys::blob(repo, d);
-    match objects::stat(&key) {
-        Ok(m) if m.size as usize > MAX_MANIFEST_BYTES => return Ok(None),
-        Ok(_) => {}
-        Err(ObjectError::NotFound) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    }
-    match objects::get(&key) {
-        Ok((bytes, _)) => Ok(Some(bytes)),
-        Err(ObjectError::NotFound) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+    Ok(skiff_layout::walk::read_manifest(repo, d)?)
 }
 
 pub fn get(repo: &str, reference_str: &str) -> Result<Manifest, Error> {

@@ -3,10 +3,10 @@
 //! upload lives in instance memory. The bytes become a blob only by an atomic
 //! rename after their digest checks out, so a partial blob is never visible.
 
-use crate::bindings::skiff::registry::objects::{self, Condition, ObjectError};
 use crate::{keys, meta, Error};
 use serde::{Deserialize, Serialize};
 use skiff_core::{Algorithm, Digest};
+use skiff_layout::objects::{self, Condition, ObjectError};
 use wasip2::io::streams::InputStream;
 
 #[derive(Serialize, Deserialize, Default)]
@@ -155,8 +155,5 @@ pub fn cancel(repo: &str, id: &str) -> Result<(), Error> {
 }
 
 fn ignore_missing(r: Result<(), ObjectError>) -> Result<(), Error> {
-    match r {
-        Ok(()) | Err(ObjectError::NotFound) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    Ok(skiff_layout::ignore_missing(r)?)
 }

@@ -5,9 +5,7 @@
 //! The cache is advisory: a key it names is checked on disk before use, and a
 //! stale entry is dropped. Losing the file loses only dedupe opportunities.
 
-use redb::{
-    Database, MultimapTableDefinition, ReadableDatabase, TableDefinition,
-};
+use redb::{Database, MultimapTableDefinition, ReadableDatabase, TableDefinition};
 use std::path::Path;
 
 /// digest → keys holding it.

@@ -337,8 +337,18 @@ impl Disk {
         let path = self.path(key)?;
         let commit = self.commit;
         let mut file = blocking(move || {
-            let open = || OpenOptions::new().create(offset == 0).append(true).open(&path);
-            let mut f = if offset == 0 { in_dir(&path, open) } else { open() }.map_err(io_err)?;
+            let open = || {
+                OpenOptions::new()
+                    .create(offset == 0)
+                    .append(true)
+                    .open(&path)
+            };
+            let mut f = if offset == 0 {
+                in_dir(&path, open)
+            } else {
+                open()
+            }
+            .map_err(io_err)?;
             let len = f.metadata().map_err(io_err)?.len();
             if len != offset {
                 return Err(ObjectError::PreconditionFailed);
@@ -473,7 +483,12 @@ impl Disk {
     /// Give `dst` the bytes of `src`, which may live in another store (a
     /// mount across subpaths). With dedupe on, a hard link where the
     /// filesystem allows; otherwise a copy, published atomically.
-    pub async fn copy_from(&self, src: PathBuf, dst: &str, when: Condition) -> Result<(), ObjectError> {
+    pub async fn copy_from(
+        &self,
+        src: PathBuf,
+        dst: &str,
+        when: Condition,
+    ) -> Result<(), ObjectError> {
         if !matches!(when, Condition::IfAbsent) {
             return Err(ObjectError::Io("copy only creates new objects".into()));
         }
@@ -484,7 +499,9 @@ impl Disk {
             blocking(move || {
                 in_dir(&tmp, || fs::copy(&from, &tmp)).map_err(io_err)?;
                 if commit {
-                    File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err)?;
+                    File::open(&tmp)
+                        .and_then(|f| f.sync_all())
+                        .map_err(io_err)?;
                 }
                 Ok(())
             })
@@ -524,10 +541,13 @@ impl Disk {
         let mut changed = 0;
         match &self.dedupe {
             Some(cache) => {
-                let mut first: std::collections::HashMap<String, (PathBuf, u64)> = Default::default();
+                let mut first: std::collections::HashMap<String, (PathBuf, u64)> =
+                    Default::default();
                 for (key, digest) in &blobs {
                     let path = self.root.join(key);
-                    let Ok(md) = fs::metadata(&path) else { continue };
+                    let Ok(md) = fs::metadata(&path) else {
+                        continue;
+                    };
                     match first.get(digest) {
                         None => {
                             first.insert(digest.clone(), (path.clone(), md.ino()));
@@ -549,7 +569,9 @@ impl Disk {
             None => {
                 for (key, _) in &blobs {
                     let path = self.root.join(key);
-                    let Ok(md) = fs::metadata(&path) else { continue };
+                    let Ok(md) = fs::metadata(&path) else {
+                        continue;
+                    };
                     if md.nlink() > 1 {
                         let tmp = temp_name(&path);
                         if fs::copy(&path, &tmp).is_ok() && fs::rename(&tmp, &path).is_ok() {
@@ -585,7 +607,9 @@ fn collect_blobs(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> io
         if ft.is_dir() {
             collect_blobs(root, &path, out)?;
         } else if ft.is_file() {
-            let Ok(rel) = path.strip_prefix(root) else { continue };
+            let Ok(rel) = path.strip_prefix(root) else {
+                continue;
+            };
             let Some(key) = rel.to_str() else { continue };
             if let Some(d) = content_digest(key) {
                 out.push((key.to_string(), d));

@@ -71,7 +71,12 @@ impl Host for Ctx {
         self.objects.disk_for(&key).get(&key).await
     }
 
-    async fn put(&mut self, key: String, data: Vec<u8>, when: Condition) -> Result<Meta, ObjectError> {
+    async fn put(
+        &mut self,
+        key: String,
+        data: Vec<u8>,
+        when: Condition,
+    ) -> Result<Meta, ObjectError> {
         self.objects.disk_for(&key).put(&key, data, when).await
     }
 
@@ -125,13 +130,21 @@ impl Host for Ctx {
         self.objects.disk_for(&key).sha256(&key).await
     }
 
-    async fn rename(&mut self, src: String, dst: String, when: Condition) -> Result<(), ObjectError> {
+    async fn rename(
+        &mut self,
+        src: String,
+        dst: String,
+        when: Condition,
+    ) -> Result<(), ObjectError> {
         // An upload and its blob belong to one repository, so to one store.
         self.objects.disk_for(&dst).rename(&src, &dst, when).await
     }
 
     async fn copy(&mut self, src: String, dst: String, when: Condition) -> Result<(), ObjectError> {
         let from = self.objects.disk_for(&src).path(&src)?;
-        self.objects.disk_for(&dst).copy_from(from, &dst, when).await
+        self.objects
+            .disk_for(&dst)
+            .copy_from(from, &dst, when)
+            .await
     }
 }
