@@ -65,9 +65,9 @@ pub fn put_small(repo: &str, digest: &skiff_core::Digest, bytes: &[u8]) -> Resul
     }
 }
 
-/// Whether the repository holds a blob.
-pub fn exists(repo: &str, digest: &skiff_core::Digest) -> Result<bool, Error> {
-    match objects::stat(&keys::blob(repo, digest)) {
+/// Mark a blob as in use now; false if the repository lacks it.
+pub fn touch(repo: &str, digest: &skiff_core::Digest) -> Result<bool, Error> {
+    match objects::touch(&keys::blob(repo, digest)) {
         Ok(_) => Ok(true),
         Err(ObjectError::NotFound) => Ok(false),
         Err(e) => Err(e.into()),

@@ -70,12 +70,17 @@ pub fn put(
     };
     let content_type = (!media_type.is_empty()).then_some(media_type);
     let m = manifest::parse(&bytes, content_type).map_err(|e| Error::ManifestInvalid(e.0))?;
+    // The blobs must exist; touching them also tells garbage collection they
+    // are in use from now on, even if they were unreferenced until this push.
     if m.kind == Kind::Image {
         for b in &m.blobs {
-            if !blobs::exists(repo, b)? {
+            if !blobs::touch(repo, b)? {
                 return Err(Error::ManifestBlobUnknown(b.to_string()));
             }
         }
+    }
+    for child in &m.children {
+        blobs::touch(repo, child)?;
     }
 
     // Order matters for crash safety: the bytes first, then the referrer

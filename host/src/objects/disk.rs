@@ -99,6 +99,17 @@ fn link_or_copy(src: &Path, dst: &Path, commit: bool) -> io::Result<()> {
     }
 }
 
+/// Mark a file as just written. A hard link shares its inode's mtime, so a
+/// blob linked into a repository would otherwise look as old as the first
+/// copy, and garbage collection (which spares only what is younger than its
+/// delay) could take it before the manifest of the push that linked it lands.
+fn touch(path: &Path) {
+    let now = std::time::SystemTime::now();
+    if let Err(e) = File::open(path).and_then(|f| f.set_modified(now)) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot refresh mtime");
+    }
+}
+
 /// Run `f`, which creates something in `path`'s directory, creating the
 /// directory first. Garbage collection prunes empty directories, so one may
 /// vanish between the two steps: then create it again and retry once.
@@ -245,6 +256,7 @@ impl Disk {
                     }
                     match in_dir(&path, || fs::hard_link(root.join(&other), &path)) {
                         Ok(()) => {
+                            touch(&path);
                             linked = true;
                             break;
                         }
@@ -444,6 +456,17 @@ impl Disk {
         Ok(())
     }
 
+    pub async fn touch(&self, key: &str) -> Result<Meta, ObjectError> {
+        let path = self.path(key)?;
+        blocking(move || {
+            let f = File::open(&path).map_err(io_err)?;
+            f.set_modified(std::time::SystemTime::now())
+                .map_err(io_err)?;
+            Ok(meta_of(&f.metadata().map_err(io_err)?))
+        })
+        .await
+    }
+
     pub async fn sha256(&self, key: &str) -> Result<String, ObjectError> {
         let path = self.path(key)?;
         blocking(move || {
@@ -513,7 +536,7 @@ impl Disk {
         let (commit, cache, key) = (self.commit, self.dedupe.clone(), dst.to_string());
         blocking(move || {
             match in_dir(&to, || link_or_copy(&src, &to, commit)) {
-                Ok(()) => {}
+                Ok(()) => touch(&to),
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                     return Err(ObjectError::PreconditionFailed)
                 }

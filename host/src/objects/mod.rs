@@ -126,6 +126,10 @@ impl Host for Ctx {
             .await
     }
 
+    async fn touch(&mut self, key: String) -> Result<Meta, ObjectError> {
+        self.objects.disk_for(&key).touch(&key).await
+    }
+
     async fn sha256(&mut self, key: String) -> Result<String, ObjectError> {
         self.objects.disk_for(&key).sha256(&key).await
     }
