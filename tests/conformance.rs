@@ -1273,7 +1273,7 @@ fn referrers_api() {
     );
     assert!(db
         .get("annotations")
-        .map_or(true, |a| a.as_object().unwrap().is_empty()));
+        .is_none_or(|a| a.as_object().unwrap().is_empty()));
     // The referrers are ordinary manifests too.
     assert_manifest(&reg, repo, &ad, OCI_MANIFEST, &a);
     assert_manifest(&reg, repo, &bd, OCI_MANIFEST, &b);
