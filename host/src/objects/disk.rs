@@ -15,7 +15,7 @@ use super::dedupe::DedupeCache;
 use super::keys::{content_digest, key_path, prefix_path};
 use crate::runtime::skiff::registry::objects::{Child, Condition, Meta, ObjectError, Written};
 use bytes::Bytes;
-use sha2::{Digest as _, Sha256};
+use sha2::{Digest as _, Sha256, Sha512};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
@@ -123,6 +123,35 @@ fn in_dir<T>(path: &Path, mut f: impl FnMut() -> io::Result<T>) -> io::Result<T>
         }
         r => r,
     }
+}
+
+/// The hex digest of everything `f` reads, with hash `D`.
+fn hash_file<D: sha2::Digest>(f: &mut File) -> io::Result<String> {
+    let mut h = D::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Whether the file at `path` still holds the content `digest` names. A copy
+/// may have rotted since it was stored, and a link to it would hand the rot
+/// to every repository sharing it: dedupe links only to a copy that checks out.
+fn holds(path: &Path, digest: &str) -> io::Result<bool> {
+    let d: skiff_core::Digest = digest
+        .parse()
+        .map_err(|e| io::Error::new(ErrorKind::InvalidInput, format!("{digest}: {e}")))?;
+    let mut f = File::open(path)?;
+    let actual = match d.algorithm() {
+        skiff_core::Algorithm::Sha256 => hash_file::<Sha256>(&mut f)?,
+        skiff_core::Algorithm::Sha512 => hash_file::<Sha512>(&mut f)?,
+    };
+    Ok(actual == d.hex())
 }
 
 impl Disk {
@@ -254,7 +283,24 @@ impl Disk {
                     if other == key {
                         continue;
                     }
-                    match in_dir(&path, || fs::hard_link(root.join(&other), &path)) {
+                    let src = root.join(&other);
+                    match holds(&src, d) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(key = other, "dedupe: a stored copy is damaged; not linking to it");
+                            let _ = cache.forget(&other);
+                            continue;
+                        }
+                        Err(e) if e.kind() == ErrorKind::NotFound => {
+                            let _ = cache.forget(&other);
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!(key = other, error = %e, "dedupe: cannot check a stored copy");
+                            continue;
+                        }
+                    }
+                    match in_dir(&path, || fs::hard_link(&src, &path)) {
                         Ok(()) => {
                             touch(&path);
                             linked = true;
@@ -471,16 +517,7 @@ impl Disk {
         let path = self.path(key)?;
         blocking(move || {
             let mut f = File::open(&path).map_err(io_err)?;
-            let mut h = Sha256::new();
-            let mut buf = vec![0u8; CHUNK];
-            loop {
-                let n = f.read(&mut buf).map_err(io_err)?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
-            Ok(hex::encode(h.finalize()))
+            hash_file::<Sha256>(&mut f).map_err(io_err)
         })
         .await
     }
@@ -555,38 +592,56 @@ impl Disk {
 
     /// Bring the store in line with its dedupe setting, in the background at
     /// start: with dedupe on, record every blob and turn separate copies of
-    /// one digest into links; with it off, give every linked blob its own
-    /// copy again and empty the cache. Each file is replaced atomically, so
-    /// requests go on reading throughout.
+    /// one digest into links to one that checks out; with it off, give every
+    /// linked blob its own copy again and empty the cache. Each file is
+    /// replaced atomically, so requests go on reading throughout.
     pub fn reconcile(&self) -> io::Result<(u64, u64)> {
         let mut blobs = Vec::new();
         collect_blobs(&self.root, &self.root, &mut blobs)?;
         let mut changed = 0;
         match &self.dedupe {
             Some(cache) => {
-                let mut first: std::collections::HashMap<String, (PathBuf, u64)> =
+                // The files holding each digest.
+                let mut copies: std::collections::HashMap<&str, Vec<(PathBuf, u64)>> =
                     Default::default();
                 for (key, digest) in &blobs {
                     let path = self.root.join(key);
                     let Ok(md) = fs::metadata(&path) else {
                         continue;
                     };
-                    match first.get(digest) {
-                        None => {
-                            first.insert(digest.clone(), (path.clone(), md.ino()));
-                        }
-                        Some((orig, ino)) if *ino != md.ino() => {
-                            let tmp = temp_name(&path);
-                            if fs::hard_link(orig, &tmp).is_ok() {
-                                if fs::rename(&tmp, &path).is_ok() {
-                                    changed += 1;
-                                }
-                                let _ = fs::remove_file(&tmp);
-                            }
-                        }
-                        Some(_) => {}
-                    }
+                    copies.entry(digest).or_default().push((path, md.ino()));
                     let _ = cache.record(digest, key);
+                }
+                for (digest, files) in &copies {
+                    if files.iter().all(|(_, ino)| *ino == files[0].1) {
+                        continue;
+                    }
+                    // Link to the first copy that checks out (each file is
+                    // hashed at most once); the others, rotten ones included,
+                    // become links to it.
+                    let mut tried = std::collections::HashSet::new();
+                    let good = files
+                        .iter()
+                        .find(|(p, ino)| tried.insert(*ino) && holds(p, digest).unwrap_or(false));
+                    let Some((orig, orig_ino)) = good else {
+                        tracing::warn!(
+                            digest,
+                            "dedupe: no stored copy checks out; left as they are"
+                        );
+                        continue;
+                    };
+                    for (path, ino) in files {
+                        if ino == orig_ino {
+                            continue;
+                        }
+                        let tmp = temp_name(path);
+                        if fs::hard_link(orig, &tmp).is_ok() {
+                            if fs::rename(&tmp, path).is_ok() {
+                                changed += 1;
+                            }
+                            let _ = fs::remove_file(&tmp);
+                        }
+                    }
                 }
             }
             None => {
