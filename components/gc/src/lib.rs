@@ -24,7 +24,7 @@ mod retention;
 
 use bindings::exports::skiff::registry::gc::{Guest, Policy, Report};
 use skiff_core::layout::ImageIndex;
-use skiff_core::{Algorithm, Digest};
+use skiff_core::{manifest, Algorithm, Digest};
 use skiff_layout::{ignore_missing, keys, meta, objects, stat, walk, LayoutError};
 use std::collections::BTreeSet;
 
@@ -92,11 +92,19 @@ fn collect(repo: &str, policy: &Policy) -> Result<Report, LayoutError> {
         }
     }
 
-    // Sweep index.json: the doomed tags, and untagged entries the mark did not reach.
+    // Sweep index.json: the doomed tags, and the entries the mark did not
+    // reach that are untagged or lose their tag now (those go whole, as zot's
+    // retention removes them, rather than linger untagged).
     let doomed_manifests: BTreeSet<String> = idx
         .manifests
         .iter()
-        .filter(|d| d.tag().is_none())
+        .filter(|d| {
+            d.tag().is_none_or(|t| {
+                doomed_tags
+                    .iter()
+                    .any(|(dt, dd)| dt == t && dd == &d.digest)
+            })
+        })
         .filter(|d| {
             d.digest
                 .parse::<Digest>()
@@ -168,16 +176,28 @@ fn roots(
         };
         let keep = match d.tag() {
             Some(t) => !doomed_tags.iter().any(|(dt, _)| dt == t),
-            None => {
-                !policy.delete_untagged
-                    || !old_enough(&keys::blob(repo, &digest), now, policy.delay_ms)?
-            }
+            None if !old_enough(&keys::blob(repo, &digest), now, policy.delay_ms)? => true,
+            None if policy.delete_untagged => false,
+            // zot's deleteReferrers holds whatever deleteUntagged says.
+            None if policy.delete_referrers => !lost_subject(repo, &digest)?,
+            None => true,
         };
         if keep {
             out.push(digest);
         }
     }
     Ok(out)
+}
+
+/// Whether the manifest has a subject the repository no longer holds.
+fn lost_subject(repo: &str, digest: &Digest) -> Result<bool, LayoutError> {
+    let Some(bytes) = walk::read_manifest(repo, digest)? else {
+        return Ok(false);
+    };
+    match manifest::parse(&bytes, None).ok().and_then(|m| m.subject) {
+        Some(subject) => Ok(stat(&keys::blob(repo, &subject))?.is_none()),
+        None => Ok(false),
+    }
 }
 
 fn roots_of_index(idx: &ImageIndex, keep: impl Fn(&str) -> bool) -> Vec<Digest> {

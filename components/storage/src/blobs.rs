@@ -46,23 +46,41 @@ pub fn mount(repo: &str, digest: &str, from: &str) -> Result<u64, Error> {
         Err(ObjectError::NotFound) => return Err(Error::BlobUnknown),
         Err(e) => return Err(e.into()),
     };
-    if repo != from {
-        meta::ensure_layout(repo)?;
+    if repo == from {
+        // In use from now on (it may be old and unreferenced).
+        return match touch(repo, &d)? {
+            true => Ok(size),
+            false => Err(Error::BlobUnknown),
+        };
+    }
+    meta::ensure_layout(repo)?;
+    // Twice at most: a copy already here may be collected between the steps.
+    for _ in 0..2 {
         match objects::copy(&src, &keys::blob(repo, &d), &Condition::IfAbsent) {
-            Ok(()) | Err(ObjectError::PreconditionFailed) => {}
+            Ok(()) => return Ok(size),
+            // Already here, maybe old and unreferenced: in use from now on.
+            Err(ObjectError::PreconditionFailed) if touch(repo, &d)? => return Ok(size),
+            Err(ObjectError::PreconditionFailed) => continue,
             Err(ObjectError::NotFound) => return Err(Error::BlobUnknown),
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(size)
+    Err(Error::Internal(format!("{digest}: conflicting writes")))
 }
 
-/// Publish a small blob (a manifest) from memory, create-if-absent.
+/// Publish a small blob (a manifest) from memory, create-if-absent. One
+/// already stored is touched: pushed again, it is in use from now on.
 pub fn put_small(repo: &str, digest: &skiff_core::Digest, bytes: &[u8]) -> Result<(), Error> {
-    match objects::put(&keys::blob(repo, digest), bytes, &Condition::IfAbsent) {
-        Ok(_) | Err(ObjectError::PreconditionFailed) => Ok(()),
-        Err(e) => Err(e.into()),
+    for _ in 0..2 {
+        match objects::put(&keys::blob(repo, digest), bytes, &Condition::IfAbsent) {
+            Ok(_) => return Ok(()),
+            Err(ObjectError::PreconditionFailed) if touch(repo, digest)? => return Ok(()),
+            // Collected between the two steps: store it again.
+            Err(ObjectError::PreconditionFailed) => continue,
+            Err(e) => return Err(e.into()),
+        }
     }
+    Err(Error::Internal(format!("{digest}: conflicting writes")))
 }
 
 /// Mark a blob as in use now; false if the repository lacks it.

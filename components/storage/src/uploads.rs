@@ -137,14 +137,25 @@ pub fn finish(repo: &str, id: &str, digest: &str) -> Result<u64, Error> {
         )));
     }
     meta::ensure_layout(repo)?;
-    match objects::rename(&data, &keys::blob(repo, &want), &Condition::IfAbsent) {
-        Ok(()) => {}
-        // Already stored: content-addressed, so the copy we have is identical.
-        Err(ObjectError::PreconditionFailed) => ignore_missing(objects::delete(&data))?,
-        Err(e) => return Err(e.into()),
+    let blob = keys::blob(repo, &want);
+    // Twice at most: the stored copy may be collected between the two steps.
+    for _ in 0..2 {
+        match objects::rename(&data, &blob, &Condition::IfAbsent) {
+            Ok(()) => {}
+            // Already stored: content-addressed, so the copy we have is
+            // identical. It may be old and unreferenced, so it is touched:
+            // gc's delay protects it until the manifest that needs it comes.
+            Err(ObjectError::PreconditionFailed) => match objects::touch(&blob) {
+                Ok(_) => ignore_missing(objects::delete(&data))?,
+                Err(ObjectError::NotFound) => continue,
+                Err(e) => return Err(e.into()),
+            },
+            Err(e) => return Err(e.into()),
+        }
+        ignore_missing(objects::delete(&keys::upload_state(repo, id)))?;
+        return Ok(size);
     }
-    ignore_missing(objects::delete(&keys::upload_state(repo, id)))?;
-    Ok(size)
+    Err(Error::Internal(format!("{want}: conflicting writes")))
 }
 
 pub fn cancel(repo: &str, id: &str) -> Result<(), Error> {

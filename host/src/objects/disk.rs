@@ -112,16 +112,26 @@ fn touch(path: &Path) {
 
 /// Run `f`, which creates something in `path`'s directory, creating the
 /// directory first. Garbage collection prunes empty directories, so one may
-/// vanish between the two steps: then create it again and retry once.
+/// vanish between the two steps: then create it again and retry (a few
+/// rounds at most).
 fn in_dir<T>(path: &Path, mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     let dir = path.parent().unwrap_or(path);
-    fs::create_dir_all(dir)?;
-    match f() {
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            fs::create_dir_all(dir)?;
-            f()
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        let r = match fs::create_dir_all(dir) {
+            // create_dir_all says AlreadyExists when the directory it found
+            // was pruned before it could check it is one.
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(e),
+            Err(e) => return Err(e),
+            Ok(()) => match f() {
+                Err(e) if e.kind() == ErrorKind::NotFound => Err(e),
+                r => return r,
+            },
+        };
+        if rounds == 4 {
+            return r;
         }
-        r => r,
     }
 }
 
