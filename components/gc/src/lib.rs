@@ -145,12 +145,12 @@ fn collect(repo: &str, policy: &Policy) -> Result<Report, LayoutError> {
 
     // Re-read the index: a manifest pushed since the mark may reuse an old blob.
     if let Some((fresh, _)) = meta::index(repo)? {
-        let again = roots_of_index(&fresh, |_| true);
-        let more = walk::reach(
-            repo,
-            again.into_iter().filter(|d| !reached.manifests.contains(d)),
-            true,
-        )?;
+        let new_roots = fresh
+            .manifests
+            .iter()
+            .filter_map(|d| d.digest.parse::<Digest>().ok())
+            .filter(|d| !reached.manifests.contains(d));
+        let more = walk::reach(repo, new_roots, true)?;
         reached.manifests.extend(more.manifests);
         reached.blobs.extend(more.blobs);
     }
@@ -198,14 +198,6 @@ fn lost_subject(repo: &str, digest: &Digest) -> Result<bool, LayoutError> {
         Some(subject) => Ok(stat(&keys::blob(repo, &subject))?.is_none()),
         None => Ok(false),
     }
-}
-
-fn roots_of_index(idx: &ImageIndex, keep: impl Fn(&str) -> bool) -> Vec<Digest> {
-    idx.manifests
-        .iter()
-        .filter(|d| keep(&d.digest))
-        .filter_map(|d| d.digest.parse().ok())
-        .collect()
 }
 
 fn sweep_blobs(

@@ -40,10 +40,22 @@ impl DedupeCache {
     }
 
     pub fn record(&self, digest: &str, key: &str) -> CacheResult<()> {
+        self.record_all([(digest, key)])
+    }
+
+    /// Record many (digest, key) pairs in one transaction.
+    pub fn record_all<'a>(
+        &self,
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> CacheResult<()> {
         let tx = self.db.begin_write()?;
         {
-            tx.open_multimap_table(COPIES)?.insert(digest, key)?;
-            tx.open_table(DIGEST_OF)?.insert(key, digest)?;
+            let mut copies = tx.open_multimap_table(COPIES)?;
+            let mut digest_of = tx.open_table(DIGEST_OF)?;
+            for (digest, key) in pairs {
+                copies.insert(digest, key)?;
+                digest_of.insert(key, digest)?;
+            }
         }
         tx.commit()?;
         Ok(())

@@ -620,7 +620,13 @@ impl Disk {
                         continue;
                     };
                     copies.entry(digest).or_default().push((path, md.ino()));
-                    let _ = cache.record(digest, key);
+                }
+                // One transaction for the lot: a commit per blob would make a
+                // large store's first start with dedupe take minutes.
+                if let Err(e) =
+                    cache.record_all(blobs.iter().map(|(k, d)| (d.as_str(), k.as_str())))
+                {
+                    tracing::warn!(error = %e, "dedupe cache write failed");
                 }
                 for (digest, files) in &copies {
                     if files.iter().all(|(_, ino)| *ino == files[0].1) {

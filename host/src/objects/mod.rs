@@ -17,7 +17,7 @@ use crate::runtime::skiff::registry::objects::{
 };
 use crate::runtime::Ctx;
 use std::sync::Arc;
-use wasmtime::component::Resource;
+use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
 pub struct Objects {
@@ -66,6 +66,16 @@ impl Objects {
     }
 }
 
+/// A stream the caller passed by handle.
+fn stream<'a, T: 'static>(
+    table: &'a mut ResourceTable,
+    handle: &Resource<T>,
+) -> Result<&'a mut T, ObjectError> {
+    table
+        .get_mut(handle)
+        .map_err(|e| ObjectError::Io(format!("bad stream handle: {e}")))
+}
+
 impl Host for Ctx {
     async fn get(&mut self, key: String) -> Result<(Vec<u8>, Meta), ObjectError> {
         self.objects.disk_for(&key).get(&key).await
@@ -99,10 +109,7 @@ impl Host for Ctx {
         src: Resource<DynInputStream>,
         limit: Option<u64>,
     ) -> Result<Written, ObjectError> {
-        let stream = self
-            .table
-            .get_mut(&src)
-            .map_err(|e| ObjectError::Io(format!("bad stream handle: {e}")))?;
+        let stream = stream(&mut self.table, &src)?;
         self.objects
             .disk_for(&key)
             .write_from(&key, offset, stream, limit)
@@ -116,10 +123,7 @@ impl Host for Ctx {
         len: u64,
         dst: Resource<DynOutputStream>,
     ) -> Result<(), ObjectError> {
-        let stream = self
-            .table
-            .get_mut(&dst)
-            .map_err(|e| ObjectError::Io(format!("bad stream handle: {e}")))?;
+        let stream = stream(&mut self.table, &dst)?;
         self.objects
             .disk_for(&key)
             .read_to(&key, start, len, stream)
