@@ -117,4 +117,11 @@ export SKIFF_PYTHON="$VENV/bin/python"
 say "cargo build --release -p skiff"
 cargo build --release -p skiff
 say "cargo test --release --workspace"
-cargo test --release --workspace "$@"
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
+status=0
+cargo test --release --workspace "$@" 2>&1 | tee "$LOG" || status=$?
+# One closing line for the whole run: cargo's own last line is the summary
+# of whichever test binary ran last (often a crate with no tests).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$LOG"
+exit "$status"
