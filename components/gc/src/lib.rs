@@ -176,7 +176,13 @@ fn roots(
         };
         let keep = match d.tag() {
             Some(t) => !doomed_tags.iter().any(|(dt, _)| dt == t),
-            None if !old_enough(&keys::blob(repo, &digest), now, policy.delay_ms)? => true,
+            // Young manifests stay. One whose file is missing is not young:
+            // its entry (left by a crash or another tool) can only dangle.
+            None if age_ms(&keys::blob(repo, &digest), now)?
+                .is_some_and(|a| a < policy.delay_ms) =>
+            {
+                true
+            }
             None if policy.delete_untagged => false,
             // zot's deleteReferrers holds whatever deleteUntagged says.
             None if policy.delete_referrers => !lost_subject(repo, &digest)?,

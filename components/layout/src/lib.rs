@@ -70,6 +70,15 @@ pub fn ignore_missing(r: Result<(), ObjectError>) -> Result<(), ObjectError> {
     }
 }
 
+/// Hex digest of a whole object under `d`'s algorithm: compare with `d.hex()`.
+pub fn rehash(key: &str, d: &skiff_core::Digest) -> Result<String, ObjectError> {
+    let algorithm = match d.algorithm() {
+        skiff_core::Algorithm::Sha256 => objects::HashAlgorithm::Sha256,
+        skiff_core::Algorithm::Sha512 => objects::HashAlgorithm::Sha512,
+    };
+    objects::digest(key, algorithm)
+}
+
 /// Meta of an object, or `None` if there is none.
 pub fn stat(key: &str) -> Result<Option<objects::Meta>, ObjectError> {
     match objects::stat(key) {

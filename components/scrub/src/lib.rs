@@ -17,8 +17,8 @@ mod bindings {
 }
 
 use bindings::exports::skiff::registry::scrub::{Damaged, Guest, Report};
-use skiff_core::{Algorithm, Digest};
-use skiff_layout::{keys, meta, objects, stat, walk, LayoutError, ObjectError};
+use skiff_core::Digest;
+use skiff_layout::{keys, meta, stat, walk, LayoutError, ObjectError};
 
 struct Scrub;
 
@@ -57,17 +57,13 @@ fn check(repo: &str) -> Result<Report, LayoutError> {
             });
             continue;
         };
-        // sha512 blobs are named but not re-hashed: objects hashes sha256 only.
-        if d.algorithm() != Algorithm::Sha256 {
-            continue;
-        }
         report.blobs_checked += 1;
         report.bytes_checked += m.size;
-        match objects::sha256(&key) {
+        match skiff_layout::rehash(&key, d) {
             Ok(hex) if hex == d.hex() => {}
             Ok(hex) => report.damaged.push(Damaged {
                 digest: d.to_string(),
-                actual: format!("sha256:{hex}"),
+                actual: format!("{}:{hex}", d.algorithm().as_str()),
             }),
             Err(ObjectError::NotFound) => report.damaged.push(Damaged {
                 digest: d.to_string(),

@@ -109,12 +109,6 @@ pub fn append(
 pub fn finish(repo: &str, id: &str, digest: &str) -> Result<u64, Error> {
     let state = load_state(repo, id)?;
     let want: Digest = keys::digest(digest)?;
-    if want.algorithm() != Algorithm::Sha256 {
-        return Err(Error::Unsupported(format!(
-            "blob uploads are verified with sha256; {} is not supported for blobs",
-            want.algorithm().as_str()
-        )));
-    }
     let data = keys::upload_data(repo, id);
     let size = match objects::stat(&data) {
         Ok(m) => m.size,
@@ -125,15 +119,17 @@ pub fn finish(repo: &str, id: &str, digest: &str) -> Result<u64, Error> {
         }
         Err(e) => return Err(e.into()),
     };
+    // The hash taken while writing serves when one write covered it all.
     let actual = match state.sha256 {
-        Some(h) if state.hashed_size == size => h,
-        _ => objects::sha256(&data)?,
+        Some(h) if state.hashed_size == size && want.algorithm() == Algorithm::Sha256 => h,
+        _ => skiff_layout::rehash(&data, &want)?,
     };
     if actual != want.hex() {
         // The session is spent either way: a client retries with a new one.
         cancel(repo, id)?;
         return Err(Error::DigestInvalid(format!(
-            "content has digest sha256:{actual}, not {want}"
+            "content has digest {}:{actual}, not {want}",
+            want.algorithm().as_str()
         )));
     }
     meta::ensure_layout(repo)?;

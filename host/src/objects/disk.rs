@@ -13,7 +13,9 @@
 
 use super::dedupe::DedupeCache;
 use super::keys::{content_digest, key_path, prefix_path};
-use crate::runtime::skiff::registry::objects::{Child, Condition, Meta, ObjectError, Written};
+use crate::runtime::skiff::registry::objects::{
+    Child, Condition, HashAlgorithm, Meta, ObjectError, Written,
+};
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256, Sha512};
 use std::fs::{self, File, OpenOptions};
@@ -156,12 +158,20 @@ fn holds(path: &Path, digest: &str) -> io::Result<bool> {
     let d: skiff_core::Digest = digest
         .parse()
         .map_err(|e| io::Error::new(ErrorKind::InvalidInput, format!("{digest}: {e}")))?;
-    let mut f = File::open(path)?;
-    let actual = match d.algorithm() {
-        skiff_core::Algorithm::Sha256 => hash_file::<Sha256>(&mut f)?,
-        skiff_core::Algorithm::Sha512 => hash_file::<Sha512>(&mut f)?,
+    let algorithm = match d.algorithm() {
+        skiff_core::Algorithm::Sha256 => HashAlgorithm::Sha256,
+        skiff_core::Algorithm::Sha512 => HashAlgorithm::Sha512,
     };
-    Ok(actual == d.hex())
+    Ok(digest_file(path, algorithm)? == d.hex())
+}
+
+/// The hex digest of a whole file.
+fn digest_file(path: &Path, algorithm: HashAlgorithm) -> io::Result<String> {
+    let mut f = File::open(path)?;
+    match algorithm {
+        HashAlgorithm::Sha256 => hash_file::<Sha256>(&mut f),
+        HashAlgorithm::Sha512 => hash_file::<Sha512>(&mut f),
+    }
 }
 
 impl Disk {
@@ -523,13 +533,9 @@ impl Disk {
         .await
     }
 
-    pub async fn sha256(&self, key: &str) -> Result<String, ObjectError> {
+    pub async fn digest(&self, key: &str, algorithm: HashAlgorithm) -> Result<String, ObjectError> {
         let path = self.path(key)?;
-        blocking(move || {
-            let mut f = File::open(&path).map_err(io_err)?;
-            hash_file::<Sha256>(&mut f).map_err(io_err)
-        })
-        .await
+        blocking(move || digest_file(&path, algorithm).map_err(io_err)).await
     }
 
     pub async fn rename(&self, src: &str, dst: &str, when: Condition) -> Result<(), ObjectError> {

@@ -13,7 +13,7 @@ mod keys;
 pub use disk::Disk;
 
 use crate::runtime::skiff::registry::objects::{
-    Child, Condition, Host, Meta, ObjectError, Written,
+    Child, Condition, HashAlgorithm, Host, Meta, ObjectError, Written,
 };
 use crate::runtime::Ctx;
 use std::sync::Arc;
@@ -134,8 +134,12 @@ impl Host for Ctx {
         self.objects.disk_for(&key).touch(&key).await
     }
 
-    async fn sha256(&mut self, key: String) -> Result<String, ObjectError> {
-        self.objects.disk_for(&key).sha256(&key).await
+    async fn digest(
+        &mut self,
+        key: String,
+        algorithm: HashAlgorithm,
+    ) -> Result<String, ObjectError> {
+        self.objects.disk_for(&key).digest(&key, algorithm).await
     }
 
     async fn rename(
