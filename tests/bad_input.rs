@@ -7,7 +7,6 @@
 mod common;
 use common::*;
 use std::collections::BTreeSet;
-use std::path::Path;
 
 const REPO: &str = "good";
 /// A valid digest of content never pushed.
@@ -66,6 +65,10 @@ impl Case {
         self.body = b.into();
         self
     }
+    /// A manifest body, sent as an OCI image manifest.
+    fn manifest(self, b: impl Into<Vec<u8>>) -> Self {
+        self.header("Content-Type", OCI_MANIFEST).body(b)
+    }
     fn chunked(mut self) -> Self {
         self.chunked = true;
         self
@@ -81,11 +84,7 @@ impl Case {
 }
 
 fn new_session(reg: &Registry, repo: &str) -> String {
-    let r = reg
-        .req("POST", &format!("/v2/{repo}/blobs/uploads/"))
-        .send();
-    assert_eq!(r.status, 202, "start upload: {}", r.text());
-    let loc = r.header("location").expect("upload Location").to_string();
+    let loc = reg.open_upload(repo).location();
     let id = loc
         .rsplit('/')
         .next()
@@ -96,26 +95,6 @@ fn new_session(reg: &Registry, repo: &str) -> String {
         .to_string();
     assert!(!id.is_empty(), "{loc}");
     id
-}
-
-/// Every regular file under `dir`, as paths relative to it.
-fn files_under(dir: &Path) -> BTreeSet<String> {
-    fn walk(base: &Path, dir: &Path, out: &mut BTreeSet<String>) {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(base, &p, out);
-            } else {
-                out.insert(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    let mut out = BTreeSet::new();
-    walk(dir, dir, &mut out);
-    out
 }
 
 fn blob_files(reg: &Registry, repo: &str) -> BTreeSet<String> {
@@ -217,8 +196,7 @@ fn malformed_requests_are_refused_cleanly() {
     );
 
     let g = ghost();
-    let ld_hex = ld.strip_prefix("sha256:").unwrap().to_string();
-    let md_hex = md.strip_prefix("sha256:").unwrap().to_string();
+    let (ld_hex, md_hex) = (hex_of(&ld), hex_of(&md));
     let long_name = "a".repeat(256);
     let max_name = "a".repeat(255);
     let missing_layer = image_manifest(&cd, config.len(), &[(&g, 5)], None, None);
@@ -253,6 +231,32 @@ fn malformed_requests_are_refused_cleanly() {
             assert_status(reg, "HEAD", &format!("/v2/{REPO}/blobs/{digest}"), 200)
         }
     };
+    let blob_absent = |bytes: &[u8]| {
+        let digest = sha256(bytes);
+        move |reg: &Registry, _: &Resp| {
+            assert_status(reg, "HEAD", &format!("/v2/{REPO}/blobs/{digest}"), 404)
+        }
+    };
+    // No ghost, and no blob of `bytes` either.
+    let ghost_nor = |bytes: &[u8]| {
+        let (no_ghost, absent) = (no_ghost.clone(), blob_absent(bytes));
+        move |reg: &Registry, r: &Resp| {
+            no_ghost(reg, r);
+            absent(reg, r);
+        }
+    };
+    // A range the 10-byte blob cannot serve.
+    let bad_range = |what: &str, method: &'static str, range: &str| {
+        case(
+            what,
+            method,
+            format!("/v2/good/blobs/{ten}"),
+            416,
+            "RANGE_INVALID",
+        )
+        .header("Range", range)
+        .expect("content-range", "bytes */10")
+    };
 
     #[rustfmt::skip]
     let cases: Vec<Case> = vec![
@@ -268,8 +272,7 @@ fn malformed_requests_are_refused_cleanly() {
         case("percent-encoded ../ in name", "GET", "/v2/good%2f..%2f..%2fx/manifests/v1", 400, "NAME_INVALID"),
         case("component named blobs", "GET", "/v2/good/blobs/tags/list", 400, "NAME_INVALID"),
         case("name is blobs", "PUT", "/v2/blobs/manifests/v1", 400, "NAME_INVALID")
-            .header("Content-Type", OCI_MANIFEST)
-            .body(m.clone())
+            .manifest(m.clone())
             .then(no_repo("blobs")),
         case("component named index.json", "GET", "/v2/good/index.json/tags/list", 400, "NAME_INVALID"),
         case("hidden component", "GET", "/v2/good/.uploads/tags/list", 400, "NAME_INVALID"),
@@ -312,12 +315,10 @@ fn malformed_requests_are_refused_cleanly() {
         case("tag starting with .", "GET", "/v2/good/manifests/.v1", 400, "MANIFEST_INVALID"),
         case("empty reference", "GET", "/v2/good/manifests/", 400, "MANIFEST_INVALID"),
         case("PUT tag of 129 chars", "PUT", format!("/v2/good/manifests/{}", "t".repeat(129)), 400, "MANIFEST_INVALID")
-            .header("Content-Type", OCI_MANIFEST)
-            .body(m.clone())
+            .manifest(m.clone())
             .then(v1_only),
         case("PUT tag starting with .", "PUT", "/v2/good/manifests/.hidden", 400, "MANIFEST_INVALID")
-            .header("Content-Type", OCI_MANIFEST)
-            .body(m.clone())
+            .manifest(m.clone())
             .then(v1_only),
         case("DELETE tag starting with -", "DELETE", "/v2/good/manifests/-v1", 400, "MANIFEST_INVALID").then(v1_only),
         case("unknown tag", "GET", "/v2/good/manifests/nosuchtag", 404, "MANIFEST_UNKNOWN"),
@@ -337,58 +338,28 @@ fn malformed_requests_are_refused_cleanly() {
         case("referrers uppercase hex", "GET", format!("/v2/good/referrers/sha256:{}", md_hex.to_uppercase()), 400, "DIGEST_INVALID"),
         case("referrers empty digest", "GET", "/v2/good/referrers/", 400, "DIGEST_INVALID"),
         // ---- ranges on a 10-byte blob ----
-        case("range end before start", "GET", format!("/v2/good/blobs/{ten}"), 416, "RANGE_INVALID")
-            .header("Range", "bytes=5-2")
-            .expect("content-range", "bytes */10"),
-        case("range past the end", "GET", format!("/v2/good/blobs/{ten}"), 416, "RANGE_INVALID")
-            .header("Range", "bytes=100-")
-            .expect("content-range", "bytes */10"),
-        case("range starting at the size", "GET", format!("/v2/good/blobs/{ten}"), 416, "RANGE_INVALID")
-            .header("Range", "bytes=10-20")
-            .expect("content-range", "bytes */10"),
-        case("range not numbers", "GET", format!("/v2/good/blobs/{ten}"), 416, "RANGE_INVALID")
-            .header("Range", "bytes=a-b")
-            .expect("content-range", "bytes */10"),
-        case("multi-range", "GET", format!("/v2/good/blobs/{ten}"), 416, "RANGE_INVALID")
-            .header("Range", "bytes=0-1,3-4")
-            .expect("content-range", "bytes */10"),
-        case("range in items", "GET", format!("/v2/good/blobs/{ten}"), 416, "RANGE_INVALID")
-            .header("Range", "items=0-1")
-            .expect("content-range", "bytes */10"),
-        case("range of nothing", "GET", format!("/v2/good/blobs/{ten}"), 416, "RANGE_INVALID")
-            .header("Range", "bytes=-")
-            .expect("content-range", "bytes */10"),
-        case("HEAD range end before start", "HEAD", format!("/v2/good/blobs/{ten}"), 416, "RANGE_INVALID")
-            .header("Range", "bytes=5-2")
-            .expect("content-range", "bytes */10"),
+        bad_range("range end before start", "GET", "bytes=5-2"),
+        bad_range("range past the end", "GET", "bytes=100-"),
+        bad_range("range starting at the size", "GET", "bytes=10-20"),
+        bad_range("range not numbers", "GET", "bytes=a-b"),
+        bad_range("multi-range", "GET", "bytes=0-1,3-4"),
+        bad_range("range in items", "GET", "items=0-1"),
+        bad_range("range of nothing", "GET", "bytes=-"),
+        bad_range("HEAD range end before start", "HEAD", "bytes=5-2"),
         // ---- uploads ----
         case("PUT upload without digest", "PUT", "/v2/good/blobs/uploads/{upload}", 400, "DIGEST_INVALID")
             .body(b"hello".to_vec())
             .then(no_ghost.clone()),
         case("PUT upload with wrong digest", "PUT", format!("/v2/good/blobs/uploads/{{upload}}?digest={g}"), 400, "DIGEST_INVALID")
             .body(b"not the ghost".to_vec())
-            .then({
-                let wrong = sha256(b"not the ghost");
-                let no_ghost = no_ghost.clone();
-                move |reg, r| {
-                    no_ghost(reg, r);
-                    assert_status(reg, "HEAD", &format!("/v2/{REPO}/blobs/{wrong}"), 404);
-                }
-            }),
+            .then(ghost_nor(b"not the ghost")),
         case("PUT upload with malformed digest", "PUT", "/v2/good/blobs/uploads/{upload}?digest=sha256:abc", 400, "DIGEST_INVALID")
             .body(b"hello".to_vec()),
         case("PUT upload with md5 digest", "PUT", format!("/v2/good/blobs/uploads/{{upload}}?digest={MD5}"), 400, "DIGEST_INVALID"),
         case("monolithic POST with wrong digest", "POST", format!("/v2/good/blobs/uploads/?digest={g}"), 400, "DIGEST_INVALID")
             .header("Content-Type", "application/octet-stream")
             .body(b"also not the ghost".to_vec())
-            .then({
-                let wrong = sha256(b"also not the ghost");
-                let no_ghost = no_ghost.clone();
-                move |reg, r| {
-                    no_ghost(reg, r);
-                    assert_status(reg, "HEAD", &format!("/v2/{REPO}/blobs/{wrong}"), 404);
-                }
-            }),
+            .then(ghost_nor(b"also not the ghost")),
         case("monolithic POST to a new repo with wrong digest", "POST", format!("/v2/fresh/blobs/uploads/?digest={g}"), 400, "DIGEST_INVALID")
             .body(b"wrong".to_vec())
             .then(move |reg, r| {
@@ -415,13 +386,13 @@ fn malformed_requests_are_refused_cleanly() {
             .body(b"hello".to_vec()),
         case("PUT unknown upload", "PUT", format!("/v2/good/blobs/uploads/{}?digest={}", "0".repeat(32), sha256(b"hi")), 404, "BLOB_UPLOAD_UNKNOWN")
             .body(b"hi".to_vec())
-            .then(|reg, _| assert_status(reg, "HEAD", &format!("/v2/{REPO}/blobs/{}", sha256(b"hi")), 404)),
+            .then(blob_absent(b"hi")),
         case("PUT malformed upload id", "PUT", format!("/v2/good/blobs/uploads/x.json?digest={}", sha256(b"")), 404, "BLOB_UPLOAD_UNKNOWN"),
         case("DELETE unknown upload", "DELETE", format!("/v2/good/blobs/uploads/{}", "0".repeat(32)), 404, "BLOB_UPLOAD_UNKNOWN"),
         case("DELETE malformed upload id", "DELETE", "/v2/good/blobs/uploads/UPPERCASE", 404, "BLOB_UPLOAD_UNKNOWN"),
         case("upload of another repository", "GET", format!("/v2/good/blobs/uploads/{other_session}"), 404, "BLOB_UPLOAD_UNKNOWN"),
         case("PUT upload of another repository", "PUT", format!("/v2/good/blobs/uploads/{other_session}?digest={}", sha256(b"")), 404, "BLOB_UPLOAD_UNKNOWN")
-            .then(|reg, _| assert_status(reg, "HEAD", &format!("/v2/{REPO}/blobs/{}", sha256(b"")), 404)),
+            .then(blob_absent(b"")),
         case("out-of-order chunk", "PATCH", "/v2/good/blobs/uploads/{upload}", 416, "RANGE_INVALID")
             .header("Content-Type", "application/octet-stream")
             .header("Content-Range", "5-9")
@@ -439,19 +410,17 @@ fn malformed_requests_are_refused_cleanly() {
         case("PUT with malformed Content-Range", "PUT", format!("/v2/good/blobs/uploads/{{upload}}?digest={}", sha256(b"01234")), 400, "BLOB_UPLOAD_INVALID")
             .header("Content-Range", "0_4")
             .body(b"01234".to_vec())
-            .then(|reg, _| assert_status(reg, "HEAD", &format!("/v2/{REPO}/blobs/{}", sha256(b"01234")), 404)),
+            .then(blob_absent(b"01234")),
         case("PUT with out-of-order Content-Range", "PUT", format!("/v2/good/blobs/uploads/{{upload}}?digest={}", sha256(b"01234")), 416, "RANGE_INVALID")
             .header("Content-Range", "3-7")
             .body(b"01234".to_vec())
-            .then(|reg, _| assert_status(reg, "HEAD", &format!("/v2/{REPO}/blobs/{}", sha256(b"01234")), 404)),
+            .then(blob_absent(b"01234")),
         // ---- manifest pushes ----
         case("manifest not JSON", "PUT", "/v2/good/manifests/v2", 400, "MANIFEST_INVALID")
-            .header("Content-Type", OCI_MANIFEST)
-            .body(b"{not json".to_vec())
+            .manifest(b"{not json".to_vec())
             .then(v1_only),
         case("manifest schemaVersion 1", "PUT", "/v2/good/manifests/v2", 400, "MANIFEST_INVALID")
-            .header("Content-Type", OCI_MANIFEST)
-            .body(String::from_utf8(m.clone()).unwrap().replace("\"schemaVersion\":2", "\"schemaVersion\":1"))
+            .manifest(String::from_utf8(m.clone()).unwrap().replace("\"schemaVersion\":2", "\"schemaVersion\":1"))
             .then(v1_only),
         case("Content-Type contradicts mediaType", "PUT", "/v2/good/manifests/v2", 400, "MANIFEST_INVALID")
             .header("Content-Type", OCI_INDEX)
@@ -462,25 +431,20 @@ fn malformed_requests_are_refused_cleanly() {
             .body(String::from_utf8(m.clone()).unwrap().replace(OCI_MANIFEST, "application/vnd.example.unknown+json"))
             .then(v1_only),
         case("manifest with a malformed layer digest", "PUT", "/v2/good/manifests/v2", 400, "MANIFEST_INVALID")
-            .header("Content-Type", OCI_MANIFEST)
-            .body(String::from_utf8(m.clone()).unwrap().replace(&ld, "sha256:nothex"))
+            .manifest(String::from_utf8(m.clone()).unwrap().replace(&ld, "sha256:nothex"))
             .then(v1_only),
         case("manifest referencing a missing blob", "PUT", "/v2/good/manifests/v2", 400, "MANIFEST_BLOB_UNKNOWN")
-            .header("Content-Type", OCI_MANIFEST)
-            .body(missing_layer.clone())
+            .manifest(missing_layer.clone())
             .then(manifest_absent(sha256(&missing_layer))),
         case("manifest over 4 MiB", "PUT", "/v2/good/manifests/v2", 413, "MANIFEST_INVALID")
-            .header("Content-Type", OCI_MANIFEST)
-            .body(big.clone())
+            .manifest(big.clone())
             .then(manifest_absent(sha256(&big))),
         case("manifest over 4 MiB, chunked", "PUT", "/v2/good/manifests/v2", 413, "MANIFEST_INVALID")
-            .header("Content-Type", OCI_MANIFEST)
-            .body(big.clone())
+            .manifest(big.clone())
             .chunked()
             .then(manifest_absent(sha256(&big))),
         case("PUT manifest by a mismatched digest", "PUT", format!("/v2/good/manifests/{g}"), 400, "DIGEST_INVALID")
-            .header("Content-Type", OCI_MANIFEST)
-            .body(pad1.clone())
+            .manifest(pad1.clone())
             .then({
                 let real = sha256(&pad1);
                 let no_ghost = no_ghost.clone();
@@ -490,12 +454,10 @@ fn malformed_requests_are_refused_cleanly() {
                 }
             }),
         case("bad ?tag= value", "PUT", format!("/v2/good/manifests/{}?tag=.bad", sha256(&pad2)), 400, "MANIFEST_INVALID")
-            .header("Content-Type", OCI_MANIFEST)
-            .body(pad2.clone())
+            .manifest(pad2.clone())
             .then(manifest_absent(sha256(&pad2))),
         case("one bad ?tag= among good ones", "PUT", format!("/v2/good/manifests/{}?tag=ok&tag={}", sha256(&pad3), "t".repeat(129)), 400, "MANIFEST_INVALID")
-            .header("Content-Type", OCI_MANIFEST)
-            .body(pad3.clone())
+            .manifest(pad3.clone())
             .then(manifest_absent(sha256(&pad3))),
         // ---- pagination ----
         case("tags n=abc", "GET", "/v2/good/tags/list?n=abc", 400, "PAGINATION_NUMBER_INVALID"),
@@ -545,8 +507,7 @@ fn malformed_requests_are_refused_cleanly() {
         case("traversal into index.json", "GET", "/v2/good/blobs/uploads/../../index.json", 404, "NOT_FOUND"),
         case("traversal as a tag", "GET", "/v2/good/manifests/..", 400, "MANIFEST_INVALID"),
         case("traversal as a PUT tag", "PUT", "/v2/good/manifests/..%2f..%2findex.json", 400, "MANIFEST_INVALID")
-            .header("Content-Type", OCI_MANIFEST)
-            .body(m.clone())
+            .manifest(m.clone())
             .then(v1_only),
         case("traversal in name, upload", "POST", "/v2/good/../../x/blobs/uploads/", 400, "NAME_INVALID"),
         case("absolute name", "GET", "/v2//etc/tags/list", 400, "NAME_INVALID"),

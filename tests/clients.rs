@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
@@ -22,6 +22,14 @@ use std::time::Instant;
 const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 const GIB: u64 = 1 << 30;
+/// `skopeo copy` arguments for every platform of an image, digests kept, to
+/// the registry (plain HTTP).
+const COPY_UP: [&str; 4] = [
+    "copy",
+    "--all",
+    "--preserve-digests",
+    "--dest-tls-verify=false",
+];
 
 fn workspace() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
@@ -138,9 +146,7 @@ impl Layout {
     }
 
     fn blob_path(&self, digest: &str) -> PathBuf {
-        self.dir
-            .join("blobs/sha256")
-            .join(digest.strip_prefix("sha256:").unwrap())
+        self.dir.join("blobs/sha256").join(hex_of(digest))
     }
 
     /// An image: a config for `arch` and the given layer (already stored).
@@ -245,8 +251,7 @@ fn blob_files(dir: &Path) -> BTreeMap<String, u64> {
 
 /// The layout's tags: name -> (mediaType, digest, size).
 fn layout_tags(dir: &Path) -> BTreeMap<String, (String, String, u64)> {
-    let index: Value = serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
-    index["manifests"]
+    read_json(&dir.join("index.json"))["manifests"]
         .as_array()
         .unwrap()
         .iter()
@@ -262,20 +267,6 @@ fn layout_tags(dir: &Path) -> BTreeMap<String, (String, String, u64)> {
             ))
         })
         .collect()
-}
-
-fn file_sha256(path: &Path) -> String {
-    let mut f = fs::File::open(path).unwrap();
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    format!("sha256:{}", hex::encode(hasher.finalize()))
 }
 
 fn json_of(text: &str) -> Value {
@@ -307,22 +298,12 @@ fn skopeo_round_trips_multi_arch_index_and_one_gib_layer() {
     // Up. --preserve-digests: skopeo would otherwise gzip uncompressed layers
     // on their way to a registry.
     run(skopeo(tmp.path())
-        .args([
-            "copy",
-            "--all",
-            "--preserve-digests",
-            "--dest-tls-verify=false",
-        ])
+        .args(COPY_UP)
         .arg(src_ref("multi"))
         .arg(format!("docker://{host}/lib/multi:v1")));
     let t = Instant::now();
     run(skopeo(tmp.path())
-        .args([
-            "copy",
-            "--all",
-            "--preserve-digests",
-            "--dest-tls-verify=false",
-        ])
+        .args(COPY_UP)
         .arg(src_ref("big"))
         .arg(format!("docker://{host}/lib/big:v1")));
     let up = t.elapsed();
@@ -366,13 +347,7 @@ fn skopeo_round_trips_multi_arch_index_and_one_gib_layer() {
         );
     }
     // The 1 GiB blob went into the registry's storage whole.
-    let stored = reg.root().join("lib/big/blobs/sha256").join(
-        big_layer["digest"]
-            .as_str()
-            .unwrap()
-            .strip_prefix("sha256:")
-            .unwrap(),
-    );
+    let stored = reg.blob_path("lib/big", big_layer["digest"].as_str().unwrap());
     assert_eq!(fs::metadata(&stored).unwrap().len(), GIB);
 
     // inspect --raw gives back the index (and manifest) exactly.
@@ -402,9 +377,12 @@ fn skopeo_round_trips_multi_arch_index_and_one_gib_layer() {
         .json();
     assert_eq!(info["Layers"], json!([arm64["layers"][0]["digest"]]));
 
-    let tags = json_of(&run(skopeo(tmp.path())
-        .args(["list-tags", "--tls-verify=false"])
-        .arg(format!("docker://{host}/lib/multi"))));
+    let list_tags = || {
+        json_of(&run(skopeo(tmp.path())
+            .args(["list-tags", "--tls-verify=false"])
+            .arg(format!("docker://{host}/lib/multi"))))
+    };
+    let tags = list_tags();
     assert_eq!(tags["Tags"], json!(["v1"]), "{tags}");
 
     // delete resolves the tag and deletes by digest: the index and its tag go.
@@ -422,9 +400,7 @@ fn skopeo_round_trips_multi_arch_index_and_one_gib_layer() {
         multi["digest"].as_str().unwrap()
     ));
     assert_eq!(r.status, 404, "{}", r.text());
-    let tags = json_of(&run(skopeo(tmp.path())
-        .args(["list-tags", "--tls-verify=false"])
-        .arg(format!("docker://{host}/lib/multi"))));
+    let tags = list_tags();
     assert!(tags["Tags"].as_array().unwrap().is_empty(), "{tags}");
 }
 
@@ -573,12 +549,7 @@ fn docker_manifest_inspect_shows_both_platforms() {
     let reg = Registry::start();
     let host = reg.host();
     run(skopeo(tmp.path())
-        .args([
-            "copy",
-            "--all",
-            "--preserve-digests",
-            "--dest-tls-verify=false",
-        ])
+        .args(COPY_UP)
         .arg(format!("oci:{}:multi", layout.dir.display()))
         .arg(format!("docker://{host}/lib/multi:v1")));
 
@@ -589,12 +560,17 @@ fn docker_manifest_inspect_shows_both_platforms() {
             .env_remove("DOCKER_HOST");
         c
     };
-
-    // Plain HTTP needs --insecure: without it the CLI skips non-TLS
+    // `docker manifest inspect --insecure [extra] HOST/reference`, which must
+    // succeed. Plain HTTP needs --insecure: without it the CLI skips non-TLS
     // endpoints, even for 127.0.0.1, and reports "no such manifest".
-    let shown = json_of(&run(docker()
-        .args(["manifest", "inspect", "--insecure"])
-        .arg(format!("{host}/lib/multi:v1"))));
+    let inspect = |extra: &[&str], reference: &str| {
+        json_of(&run(docker()
+            .args(["manifest", "inspect", "--insecure"])
+            .args(extra)
+            .arg(format!("{host}/{reference}"))))
+    };
+
+    let shown = inspect(&[], "lib/multi:v1");
     assert_eq!(shown["mediaType"], OCI_INDEX, "{shown:#}");
     let original: Value = serde_json::from_slice(&index_bytes).unwrap();
     let platforms: BTreeSet<(String, String, String)> = shown["manifests"]
@@ -624,9 +600,7 @@ fn docker_manifest_inspect_shows_both_platforms() {
     assert_eq!(platforms, expected);
 
     // --verbose fetches each platform's manifest as well.
-    let verbose = json_of(&run(docker()
-        .args(["manifest", "inspect", "--insecure", "--verbose"])
-        .arg(format!("{host}/lib/multi:v1"))));
+    let verbose = inspect(&["--verbose"], "lib/multi:v1");
     let entries = verbose.as_array().unwrap_or_else(|| panic!("{verbose:#}"));
     assert_eq!(entries.len(), 2, "{verbose:#}");
     for e in entries {
@@ -644,9 +618,7 @@ fn docker_manifest_inspect_shows_both_platforms() {
 
     // One platform's image by digest.
     let amd64 = multi_child(&index_bytes, "amd64");
-    let one = json_of(&run(docker()
-        .args(["manifest", "inspect", "--insecure"])
-        .arg(format!("{host}/lib/multi@{amd64}"))));
+    let one = inspect(&[], &format!("lib/multi@{amd64}"));
     assert_eq!(one["mediaType"], OCI_MANIFEST, "{one:#}");
     assert_eq!(one["config"]["mediaType"], CONFIG);
 
@@ -698,11 +670,8 @@ fn pull_over_http(reg: &Registry, repo: &str, tag: &str, expect: &(String, Strin
     blobs.extend(m["layers"].as_array().unwrap().iter().cloned());
     assert!(blobs.len() >= 2, "umoci image has a layer: {m:#}");
     for b in blobs {
-        let d = b["digest"].as_str().unwrap();
-        let r = reg.get(&format!("/v2/{repo}/blobs/{d}"));
-        assert_eq!(r.status, 200, "{d}: {}", r.text());
-        assert_eq!(sha256(&r.body), d);
-        assert_eq!(r.body.len() as u64, b["size"].as_u64().unwrap());
+        let bytes = reg.pull_blob(repo, b["digest"].as_str().unwrap());
+        assert_eq!(bytes.len() as u64, b["size"].as_u64().unwrap());
     }
 }
 

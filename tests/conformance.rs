@@ -7,7 +7,6 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
@@ -17,28 +16,30 @@ const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 
 // ---------------------------------------------------------------- helpers
 
-/// Append a query to a Location, which may already carry one.
-fn with_query(location: &str, q: &str) -> String {
-    if location.contains('?') {
-        format!("{location}&{q}")
-    } else {
-        format!("{location}?{q}")
-    }
-}
-
 /// Start an upload session; returns its Location.
 fn start_upload(reg: &Registry, repo: &str) -> String {
-    let r = reg
-        .req("POST", &format!("/v2/{repo}/blobs/uploads/"))
-        .send();
-    assert_eq!(r.status, 202, "start upload: {}", r.text());
-    let loc = r.header("location").expect("Location on 202").to_string();
+    let r = reg.open_upload(repo);
+    let loc = r.location();
     assert!(
         loc.starts_with(&format!("/v2/{repo}/blobs/uploads/")),
         "{loc}"
     );
     assert!(r.header("docker-upload-uuid").is_some());
     loc
+}
+
+/// A chunk accepted: 202, the session now holding `range`; returns the
+/// session's new Location.
+fn accepted(r: &Resp, range: &str) -> String {
+    assert_eq!(r.status, 202, "to {range}: {}", r.text());
+    assert_eq!(r.header("range"), Some(range));
+    r.location()
+}
+
+/// An error response with this status and, first, this OCI error code.
+fn assert_error(r: &Resp, status: u16, code: &str) {
+    assert_eq!(r.status, status, "{}", r.text());
+    assert_eq!(r.error_code(), code);
 }
 
 /// The URL inside a `Link: <url>; rel="next"` header.
@@ -49,6 +50,37 @@ fn link_target(link: &str) -> String {
     link[start..end].to_string()
 }
 
+/// GET `path` and the pages its `Link` headers lead to, each listing at most
+/// two entries under `key`; `check(link, next, page)` checks each Link.
+/// Returns every entry, in order, and the number of pages.
+fn follow_links(
+    reg: &Registry,
+    mut path: String,
+    key: &str,
+    check: impl Fn(&str, &str, &[String]),
+) -> (Vec<String>, usize) {
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let r = reg.get(&path);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        let page = strs(&r.json()[key]);
+        assert!(page.len() <= 2, "{path}: {page:?}");
+        seen.extend(page.clone());
+        pages += 1;
+        match r.header("link") {
+            Some(link) => {
+                let next = link_target(link);
+                check(link, &next, &page);
+                path = next;
+            }
+            None => break,
+        }
+        assert!(pages < 10);
+    }
+    (seen, pages)
+}
+
 fn strs(v: &Value) -> Vec<String> {
     v.as_array()
         .unwrap_or_else(|| panic!("not an array: {v}"))
@@ -57,65 +89,55 @@ fn strs(v: &Value) -> Vec<String> {
         .collect()
 }
 
+/// HEAD and GET a blob: its length and digest, and (GET) exactly its bytes.
 fn assert_blob(reg: &Registry, repo: &str, digest: &str, bytes: &[u8]) {
-    let h = reg.head(&format!("/v2/{repo}/blobs/{digest}"));
-    assert_eq!(h.status, 200, "HEAD blob {digest} in {repo}");
-    assert_eq!(
-        h.header("content-length"),
-        Some(bytes.len().to_string().as_str())
-    );
-    assert_eq!(h.header("docker-content-digest"), Some(digest));
-    assert!(h.body.is_empty());
-    let g = reg.get(&format!("/v2/{repo}/blobs/{digest}"));
-    assert_eq!(g.status, 200, "GET blob {digest} in {repo}");
-    assert_eq!(
-        g.header("content-length"),
-        Some(bytes.len().to_string().as_str())
-    );
-    assert_eq!(g.header("docker-content-digest"), Some(digest));
-    assert_eq!(g.body, bytes, "blob body of {digest}");
+    let path = format!("/v2/{repo}/blobs/{digest}");
+    for (method, body) in [("HEAD", &b""[..]), ("GET", bytes)] {
+        let r = reg.req(method, &path).send();
+        assert_eq!(r.status, 200, "{method} blob {digest} in {repo}");
+        assert_eq!(
+            r.header("content-length"),
+            Some(bytes.len().to_string().as_str())
+        );
+        assert_eq!(r.header("docker-content-digest"), Some(digest));
+        assert_eq!(r.body, body, "{method}: blob body of {digest}");
+    }
 }
 
 fn assert_no_blob(reg: &Registry, repo: &str, digest: &str) {
     let h = reg.head(&format!("/v2/{repo}/blobs/{digest}"));
     assert_eq!(h.status, 404, "HEAD blob {digest} in {repo} should be 404");
-    let g = reg.get(&format!("/v2/{repo}/blobs/{digest}"));
-    assert_eq!(g.status, 404);
-    assert_eq!(g.error_code(), "BLOB_UNKNOWN");
+    assert_error(
+        &reg.get(&format!("/v2/{repo}/blobs/{digest}")),
+        404,
+        "BLOB_UNKNOWN",
+    );
 }
 
 /// GET and HEAD a manifest and check it is served exactly as pushed.
 fn assert_manifest(reg: &Registry, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) {
     let path = format!("/v2/{repo}/manifests/{reference}");
     let digest = sha256(bytes);
-    let g = reg
-        .req("GET", &path)
-        .header(
-            "Accept",
-            &format!("{media_type}, {OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}"),
-        )
-        .send();
-    assert_eq!(g.status, 200, "GET {path}: {}", g.text());
-    assert_eq!(g.header("content-type"), Some(media_type), "{path}");
-    assert_eq!(
-        g.header("docker-content-digest"),
-        Some(digest.as_str()),
-        "{path}"
-    );
-    assert_eq!(
-        g.header("content-length"),
-        Some(bytes.len().to_string().as_str())
-    );
-    assert_eq!(g.body, bytes, "{path} must be byte-exact");
-    let h = reg.req("HEAD", &path).header("Accept", media_type).send();
-    assert_eq!(h.status, 200, "HEAD {path}");
-    assert_eq!(h.header("content-type"), Some(media_type));
-    assert_eq!(h.header("docker-content-digest"), Some(digest.as_str()));
-    assert_eq!(
-        h.header("content-length"),
-        Some(bytes.len().to_string().as_str())
-    );
-    assert!(h.body.is_empty());
+    let accept_any =
+        format!("{media_type}, {OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}");
+    for (method, accept, body) in [
+        ("GET", accept_any.as_str(), bytes),
+        ("HEAD", media_type, &b""[..]),
+    ] {
+        let r = reg.req(method, &path).header("Accept", accept).send();
+        assert_eq!(r.status, 200, "{method} {path}: {}", r.text());
+        assert_eq!(r.header("content-type"), Some(media_type), "{path}");
+        assert_eq!(
+            r.header("docker-content-digest"),
+            Some(digest.as_str()),
+            "{path}"
+        );
+        assert_eq!(
+            r.header("content-length"),
+            Some(bytes.len().to_string().as_str())
+        );
+        assert_eq!(r.body, body, "{method} {path} must be byte-exact");
+    }
 }
 
 fn assert_no_manifest(reg: &Registry, repo: &str, reference: &str) {
@@ -146,31 +168,23 @@ fn referrers(reg: &Registry, repo: &str, subject: &str, query: &str) -> (Resp, V
     (r, list)
 }
 
-fn hash_file(p: &Path) -> String {
-    sha256(&std::fs::read(p).unwrap())
-}
-
 /// The repository on disk is a valid OCI image layout: `oci-layout`,
 /// `index.json` naming its tags with `org.opencontainers.image.ref.name`,
 /// and `blobs/sha256/<hex>` files whose content hashes to their name.
 fn assert_layout(reg: &Registry, repo: &str, expect_tags: &[&str]) {
     let dir = reg.root().join(repo);
-    let layout: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("oci-layout")).expect("oci-layout"))
-            .unwrap();
-    assert_eq!(layout["imageLayoutVersion"], "1.0.0");
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("index.json")).expect("index.json"))
-            .unwrap();
+    assert_eq!(
+        read_json(&dir.join("oci-layout"))["imageLayoutVersion"],
+        "1.0.0"
+    );
+    let index = read_json(&dir.join("index.json"));
     assert_eq!(index["schemaVersion"], 2);
     let blobs = dir.join("blobs").join("sha256");
     let mut on_disk_tags = BTreeSet::new();
     for m in index["manifests"].as_array().expect("index manifests") {
         let d = m["digest"].as_str().unwrap();
-        let hex = d.strip_prefix("sha256:").unwrap();
-        let file = blobs.join(hex);
-        let bytes =
-            std::fs::read(&file).unwrap_or_else(|_| panic!("{repo}: {d} listed but missing"));
+        let bytes = std::fs::read(blobs.join(hex_of(d)))
+            .unwrap_or_else(|_| panic!("{repo}: {d} listed but missing"));
         assert_eq!(
             m["size"].as_u64(),
             Some(bytes.len() as u64),
@@ -192,7 +206,7 @@ fn assert_layout(reg: &Registry, repo: &str, expect_tags: &[&str]) {
         let name = e.file_name().into_string().unwrap();
         assert_eq!(name.len(), 64, "{repo}: odd blob name {name}");
         assert_eq!(
-            hash_file(&e.path()),
+            file_sha256(&e.path()),
             format!("sha256:{name}"),
             "{repo}: blob {name} is corrupt"
         );
@@ -234,24 +248,15 @@ fn artifact_manifest(
 #[test]
 fn base_endpoint() {
     let reg = Registry::start();
-    let r = reg.get("/v2/");
-    assert_eq!(r.status, 200);
-    assert_eq!(
-        r.header("docker-distribution-api-version"),
-        Some("registry/2.0")
-    );
-    let r = reg.get("/v2");
-    assert_eq!(r.status, 200);
-    assert_eq!(
-        r.header("docker-distribution-api-version"),
-        Some("registry/2.0")
-    );
-    let h = reg.head("/v2/");
-    assert_eq!(h.status, 200);
-    assert_eq!(
-        h.header("docker-distribution-api-version"),
-        Some("registry/2.0")
-    );
+    for (method, path) in [("GET", "/v2/"), ("GET", "/v2"), ("HEAD", "/v2/")] {
+        let r = reg.req(method, path).send();
+        assert_eq!(r.status, 200, "{method} {path}");
+        assert_eq!(
+            r.header("docker-distribution-api-version"),
+            Some("registry/2.0"),
+            "{method} {path}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------- pull
@@ -372,7 +377,7 @@ fn push_blob_monolithic() {
         .body(&bytes)
         .send();
     assert_eq!(r.status, 201, "{}", r.text());
-    let loc = r.header("location").expect("Location").to_string();
+    let loc = r.location();
     assert_eq!(r.header("docker-content-digest"), Some(d.as_str()));
     let g = reg.get(&loc);
     assert_eq!(g.status, 200);
@@ -384,7 +389,7 @@ fn push_blob_monolithic() {
     let d = sha256(&bytes);
     let loc = start_upload(&reg, repo);
     let r = reg
-        .req("PUT", &with_query(&loc, &format!("digest={d}")))
+        .close_upload(&loc, &d)
         .header("Content-Type", "application/octet-stream")
         .body(&bytes)
         .send();
@@ -396,16 +401,14 @@ fn push_blob_monolithic() {
     assert_eq!(r.header("docker-content-digest"), Some(d.as_str()));
     assert_blob(&reg, repo, &d, &bytes);
     // The session is spent.
-    let s = reg.get(&loc);
-    assert_eq!(s.status, 404);
-    assert_eq!(s.error_code(), "BLOB_UPLOAD_UNKNOWN");
+    assert_error(&reg.get(&loc), 404, "BLOB_UPLOAD_UNKNOWN");
 
     // POST, then PUT with a chunked body.
     let bytes: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let d = sha256(&bytes);
     let loc = start_upload(&reg, repo);
     let r = reg
-        .req("PUT", &with_query(&loc, &format!("digest={d}")))
+        .close_upload(&loc, &d)
         .header("Content-Type", "application/octet-stream")
         .body(&bytes)
         .chunked()
@@ -437,9 +440,7 @@ fn push_zero_length_blob() {
     // POST then PUT without a body, in another repository.
     let repo2 = "push/empty2";
     let loc = start_upload(&reg, repo2);
-    let r = reg
-        .req("PUT", &with_query(&loc, &format!("digest={EMPTY_DIGEST}")))
-        .send();
+    let r = reg.close_upload(&loc, EMPTY_DIGEST).send();
     assert_eq!(r.status, 201, "{}", r.text());
     assert_blob(&reg, repo2, EMPTY_DIGEST, b"");
     assert_layout(&reg, repo, &[]);
@@ -456,30 +457,11 @@ fn push_blob_streamed() {
 
     let loc = start_upload(&reg, repo);
     // PATCH without Content-Range, with a Content-Length.
-    let r = reg
-        .req("PATCH", &loc)
-        .header("Content-Type", "application/octet-stream")
-        .body(a)
-        .send();
-    assert_eq!(r.status, 202, "{}", r.text());
-    assert_eq!(
-        r.header("range"),
-        Some(format!("0-{}", a.len() - 1).as_str())
-    );
-    let loc = r.header("location").expect("Location").to_string();
+    let r = reg.patch_upload(&loc, a).send();
+    let loc = accepted(&r, &format!("0-{}", a.len() - 1));
     // PATCH without Content-Range, chunked.
-    let r = reg
-        .req("PATCH", &loc)
-        .header("Content-Type", "application/octet-stream")
-        .body(b)
-        .chunked()
-        .send();
-    assert_eq!(r.status, 202, "{}", r.text());
-    assert_eq!(
-        r.header("range"),
-        Some(format!("0-{}", bytes.len() - 1).as_str())
-    );
-    let loc = r.header("location").expect("Location").to_string();
+    let r = reg.patch_upload(&loc, b).chunked().send();
+    let loc = accepted(&r, &format!("0-{}", bytes.len() - 1));
     let s = reg.get(&loc);
     assert_eq!(s.status, 204);
     assert_eq!(
@@ -487,9 +469,7 @@ fn push_blob_streamed() {
         Some(format!("0-{}", bytes.len() - 1).as_str())
     );
     // PUT with no body closes it.
-    let r = reg
-        .req("PUT", &with_query(&loc, &format!("digest={d}")))
-        .send();
+    let r = reg.close_upload(&loc, &d).send();
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(
         r.header("location"),
@@ -504,15 +484,8 @@ fn push_blob_streamed() {
     let bd = sha256(&big);
     let loc = start_upload(&reg, repo);
     let r = reg.req("PATCH", &loc).body(&big).chunked().send();
-    assert_eq!(r.status, 202, "{}", r.text());
-    assert_eq!(
-        r.header("range"),
-        Some(format!("0-{}", big.len() - 1).as_str())
-    );
-    let loc = r.header("location").unwrap().to_string();
-    let r = reg
-        .req("PUT", &with_query(&loc, &format!("digest={bd}")))
-        .send();
+    let loc = accepted(&r, &format!("0-{}", big.len() - 1));
+    let r = reg.close_upload(&loc, &bd).send();
     assert_eq!(r.status, 201, "{}", r.text());
     assert_blob(&reg, repo, &bd, &big);
 
@@ -522,11 +495,7 @@ fn push_blob_streamed() {
     let loc = start_upload(&reg, repo);
     let r = reg.req("PATCH", &loc).body(c).send();
     assert_eq!(r.status, 202, "{}", r.text());
-    let loc = r.header("location").unwrap().to_string();
-    let r = reg
-        .req("PUT", &with_query(&loc, &format!("digest={cd}")))
-        .chunked()
-        .send();
+    let r = reg.close_upload(&r.location(), &cd).chunked().send();
     assert_eq!(r.status, 201, "{}", r.text());
     assert_blob(&reg, repo, &cd, c);
     assert_layout(&reg, repo, &[]);
@@ -539,30 +508,21 @@ fn push_blob_chunked_with_content_range() {
     let bytes = b"0123456789ABCDEFGHIJabcdefghij"; // 30 bytes
     let d = sha256(bytes);
 
-    let r = reg
-        .req("POST", &format!("/v2/{repo}/blobs/uploads/"))
-        .send();
-    assert_eq!(r.status, 202);
+    let r = reg.open_upload(repo);
     assert!(r.header("oci-chunk-min-length").is_some());
-    let loc = r.header("location").unwrap().to_string();
+    let loc = r.location();
 
     let patch = |loc: &str, range: &str, body: &[u8]| {
-        reg.req("PATCH", loc)
-            .header("Content-Type", "application/octet-stream")
+        reg.patch_upload(loc, body)
             .header("Content-Range", range)
-            .body(body)
             .send()
     };
 
     let r = patch(&loc, "0-9", &bytes[0..10]);
-    assert_eq!(r.status, 202, "{}", r.text());
-    assert_eq!(r.header("range"), Some("0-9"));
-    let loc = r.header("location").expect("Location").to_string();
+    let loc = accepted(&r, "0-9");
 
     let r = patch(&loc, "10-19", &bytes[10..20]);
-    assert_eq!(r.status, 202, "{}", r.text());
-    assert_eq!(r.header("range"), Some("0-19"));
-    let loc = r.header("location").expect("Location").to_string();
+    let loc = accepted(&r, "0-19");
 
     // Upload status.
     let s = reg.get(&loc);
@@ -589,7 +549,7 @@ fn push_blob_chunked_with_content_range() {
 
     // The final chunk in the PUT, with its Content-Range.
     let r = reg
-        .req("PUT", &with_query(&loc, &format!("digest={d}")))
+        .close_upload(&loc, &d)
         .header("Content-Type", "application/octet-stream")
         .header("Content-Range", "20-29")
         .body(&bytes[20..30])
@@ -600,9 +560,7 @@ fn push_blob_chunked_with_content_range() {
         Some(format!("/v2/{repo}/blobs/{d}").as_str())
     );
     assert_blob(&reg, repo, &d, bytes);
-    let s = reg.get(&loc);
-    assert_eq!(s.status, 404);
-    assert_eq!(s.error_code(), "BLOB_UPLOAD_UNKNOWN");
+    assert_error(&reg.get(&loc), 404, "BLOB_UPLOAD_UNKNOWN");
 
     // The final chunk in a chunked PUT, with its Content-Range.
     let bytes3 = b"chunk one|chunk two, sent chunked";
@@ -610,9 +568,8 @@ fn push_blob_chunked_with_content_range() {
     let loc = start_upload(&reg, repo);
     let r = patch(&loc, "0-9", &bytes3[0..10]);
     assert_eq!(r.status, 202, "{}", r.text());
-    let loc = r.header("location").unwrap().to_string();
     let r = reg
-        .req("PUT", &with_query(&loc, &format!("digest={d3}")))
+        .close_upload(&r.location(), &d3)
         .header("Content-Range", &format!("10-{}", bytes3.len() - 1))
         .body(&bytes3[10..])
         .chunked()
@@ -630,16 +587,9 @@ fn push_blob_chunked_with_content_range() {
         ("16-24", &bytes2[16..25]),
     ] {
         let r = patch(&loc, range, part);
-        assert_eq!(r.status, 202, "{range}: {}", r.text());
-        assert_eq!(
-            r.header("range"),
-            Some(format!("0-{}", range.split('-').nth(1).unwrap()).as_str())
-        );
-        loc = r.header("location").unwrap().to_string();
+        loc = accepted(&r, &format!("0-{}", range.split('-').nth(1).unwrap()));
     }
-    let r = reg
-        .req("PUT", &with_query(&loc, &format!("digest={d2}")))
-        .send();
+    let r = reg.close_upload(&loc, &d2).send();
     assert_eq!(r.status, 201, "{}", r.text());
     assert_blob(&reg, repo, &d2, bytes2);
     assert_layout(&reg, repo, &[]);
@@ -652,50 +602,46 @@ fn push_blob_wrong_digest() {
     let bytes = b"the real content";
     let real = sha256(bytes);
     let claimed = sha256(b"something else");
+    // Refused, and stored under neither digest.
+    let refused = |r: Resp| {
+        assert_error(&r, 400, "DIGEST_INVALID");
+        assert_no_blob(&reg, repo, &claimed);
+        assert_no_blob(&reg, repo, &real);
+    };
 
     // Monolithic.
-    let r = reg
-        .req(
+    refused(
+        reg.req(
             "POST",
             &format!("/v2/{repo}/blobs/uploads/?digest={claimed}"),
         )
         .header("Content-Type", "application/octet-stream")
         .body(bytes)
-        .send();
-    assert_eq!(r.status, 400, "{}", r.text());
-    assert_eq!(r.error_code(), "DIGEST_INVALID");
-    assert_no_blob(&reg, repo, &claimed);
-    assert_no_blob(&reg, repo, &real);
+        .send(),
+    );
 
     // POST then PUT.
     let loc = start_upload(&reg, repo);
-    let r = reg
-        .req("PUT", &with_query(&loc, &format!("digest={claimed}")))
-        .header("Content-Type", "application/octet-stream")
-        .body(bytes)
-        .send();
-    assert_eq!(r.status, 400, "{}", r.text());
-    assert_eq!(r.error_code(), "DIGEST_INVALID");
-    assert_no_blob(&reg, repo, &claimed);
-    assert_no_blob(&reg, repo, &real);
+    refused(
+        reg.close_upload(&loc, &claimed)
+            .header("Content-Type", "application/octet-stream")
+            .body(bytes)
+            .send(),
+    );
 
     // Streamed then a wrong digest on the closing PUT.
     let loc = start_upload(&reg, repo);
     let r = reg.req("PATCH", &loc).body(bytes).send();
     assert_eq!(r.status, 202);
-    let loc = r.header("location").unwrap().to_string();
-    let r = reg
-        .req("PUT", &with_query(&loc, &format!("digest={claimed}")))
-        .send();
-    assert_eq!(r.status, 400, "{}", r.text());
-    assert_eq!(r.error_code(), "DIGEST_INVALID");
-    assert_no_blob(&reg, repo, &claimed);
-    assert_no_blob(&reg, repo, &real);
+    refused(reg.close_upload(&r.location(), &claimed).send());
 
     // Nothing under blobs/ on disk either.
-    let blobs = reg.root().join(repo).join("blobs").join("sha256");
-    let n = std::fs::read_dir(&blobs).map(|d| d.count()).unwrap_or(0);
-    assert_eq!(n, 0, "a blob was stored despite the digest mismatch");
+    let left = names_in(&reg.root().join(repo).join("blobs").join("sha256"));
+    assert_eq!(
+        left.len(),
+        0,
+        "a blob was stored despite the digest mismatch"
+    );
 }
 
 #[test]
@@ -705,35 +651,21 @@ fn cancel_upload() {
     let loc = start_upload(&reg, repo);
     let r = reg.req("PATCH", &loc).body(b"partial data").send();
     assert_eq!(r.status, 202);
-    let loc = r.header("location").unwrap().to_string();
+    let loc = r.location();
 
     let r = reg.delete(&loc);
     assert_eq!(r.status, 204, "{}", r.text());
-    let s = reg.get(&loc);
-    assert_eq!(s.status, 404);
-    assert_eq!(s.error_code(), "BLOB_UPLOAD_UNKNOWN");
-    let r = reg.req("PATCH", &loc).body(b"more").send();
-    assert_eq!(r.status, 404);
-    assert_eq!(r.error_code(), "BLOB_UPLOAD_UNKNOWN");
-    let r = reg
-        .req(
-            "PUT",
-            &with_query(&loc, &format!("digest={}", sha256(b"partial data"))),
-        )
-        .send();
-    assert_eq!(r.status, 404);
-    assert_eq!(r.error_code(), "BLOB_UPLOAD_UNKNOWN");
-    let r = reg.delete(&loc);
-    assert_eq!(r.status, 404);
-    assert_eq!(r.error_code(), "BLOB_UPLOAD_UNKNOWN");
+    let unknown = |r: Resp| assert_error(&r, 404, "BLOB_UPLOAD_UNKNOWN");
+    unknown(reg.get(&loc));
+    unknown(reg.req("PATCH", &loc).body(b"more").send());
+    unknown(reg.close_upload(&loc, &sha256(b"partial data")).send());
+    unknown(reg.delete(&loc));
     assert_no_blob(&reg, repo, &sha256(b"partial data"));
 
     // A made-up session id is unknown too.
-    let r = reg.get(&format!(
+    unknown(reg.get(&format!(
         "/v2/{repo}/blobs/uploads/0123456789abcdef0123456789abcdef"
-    ));
-    assert_eq!(r.status, 404);
-    assert_eq!(r.error_code(), "BLOB_UPLOAD_UNKNOWN");
+    )));
 }
 
 #[test]
@@ -742,12 +674,7 @@ fn cross_repo_mount() {
     let bytes = b"shared layer";
     let d = reg.push_blob("mount/src", bytes);
 
-    let r = reg
-        .req(
-            "POST",
-            &format!("/v2/mount/dst/blobs/uploads/?mount={d}&from=mount/src"),
-        )
-        .send();
+    let r = reg.mount("mount/dst", &d, "mount/src");
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(
         r.header("location"),
@@ -758,43 +685,25 @@ fn cross_repo_mount() {
     // The source keeps its copy.
     assert_blob(&reg, "mount/src", &d, bytes);
     // Mounting again is still 201.
-    let r = reg
-        .req(
-            "POST",
-            &format!("/v2/mount/dst/blobs/uploads/?mount={d}&from=mount/src"),
-        )
-        .send();
+    let r = reg.mount("mount/dst", &d, "mount/src");
     assert_eq!(r.status, 201);
 
     // From a repository that lacks the blob: an ordinary upload session.
     let other = b"not in the source";
     let od = sha256(other);
-    let r = reg
-        .req(
-            "POST",
-            &format!("/v2/mount/dst2/blobs/uploads/?mount={od}&from=mount/src"),
-        )
-        .send();
+    let r = reg.mount("mount/dst2", &od, "mount/src");
     assert_eq!(r.status, 202, "{}", r.text());
-    let loc = r.header("location").expect("Location").to_string();
+    let loc = r.location();
     assert!(loc.starts_with("/v2/mount/dst2/blobs/uploads/"), "{loc}");
     assert_eq!(reg.get(&loc).status, 204);
     assert_no_blob(&reg, "mount/dst2", &od);
     // The session works.
-    let r = reg
-        .req("PUT", &with_query(&loc, &format!("digest={od}")))
-        .body(other)
-        .send();
+    let r = reg.close_upload(&loc, &od).body(other).send();
     assert_eq!(r.status, 201, "{}", r.text());
     assert_blob(&reg, "mount/dst2", &od, other);
 
     // From a repository that does not exist: also a session.
-    let r = reg
-        .req(
-            "POST",
-            &format!("/v2/mount/dst3/blobs/uploads/?mount={d}&from=no/such/repo"),
-        )
-        .send();
+    let r = reg.mount("mount/dst3", &d, "no/such/repo");
     assert_eq!(r.status, 202, "{}", r.text());
     assert!(r
         .header("location")
@@ -806,7 +715,7 @@ fn cross_repo_mount() {
         .req("POST", &format!("/v2/mount/dst4/blobs/uploads/?mount={d}"))
         .send();
     assert_eq!(r.status, 202, "{}", r.text());
-    let loc = r.header("location").expect("Location").to_string();
+    let loc = r.location();
     assert!(loc.starts_with("/v2/mount/dst4/blobs/uploads/"), "{loc}");
     assert_eq!(reg.get(&loc).status, 204);
 
@@ -980,8 +889,7 @@ fn push_docker_manifests() {
     }))
     .unwrap();
     let r = reg.put_manifest(repo, "bad", DOCKER_MANIFEST, &bad);
-    assert_eq!(r.status, 400);
-    assert_eq!(r.error_code(), "MANIFEST_BLOB_UNKNOWN");
+    assert_error(&r, 400, "MANIFEST_BLOB_UNKNOWN");
     assert_layout(&reg, repo, &["list", "schema2"]);
 }
 
@@ -996,15 +904,13 @@ fn push_manifest_errors() {
     let missing = sha256(b"never pushed");
     let m = image_manifest(&cd, cfg.len(), &[(&missing, 12)], None, None);
     let r = reg.put_manifest(repo, "broken", OCI_MANIFEST, &m);
-    assert_eq!(r.status, 400, "{}", r.text());
-    assert_eq!(r.error_code(), "MANIFEST_BLOB_UNKNOWN");
+    assert_error(&r, 400, "MANIFEST_BLOB_UNKNOWN");
     assert_no_manifest(&reg, repo, "broken");
     assert_no_manifest(&reg, repo, &sha256(&m));
     // A missing config likewise.
     let m = image_manifest(&missing, 12, &[], None, None);
     let r = reg.put_manifest(repo, "broken", OCI_MANIFEST, &m);
-    assert_eq!(r.status, 400, "{}", r.text());
-    assert_eq!(r.error_code(), "MANIFEST_BLOB_UNKNOWN");
+    assert_error(&r, 400, "MANIFEST_BLOB_UNKNOWN");
 
     // Over 4 MiB.
     let big = serde_json::to_vec(&json!({
@@ -1031,8 +937,7 @@ fn push_manifest_errors() {
     let good = image_manifest(&cd, cfg.len(), &[], None, None);
     let wrong = sha256(b"another manifest");
     let r = reg.put_manifest(repo, &wrong, OCI_MANIFEST, &good);
-    assert_eq!(r.status, 400, "{}", r.text());
-    assert_eq!(r.error_code(), "DIGEST_INVALID");
+    assert_error(&r, 400, "DIGEST_INVALID");
     assert_no_manifest(&reg, repo, &wrong);
     assert_no_manifest(&reg, repo, &sha256(&good));
 
@@ -1077,30 +982,18 @@ fn tags_list_and_pagination() {
     assert_eq!(tags(&reg, repo), want, "lexically sorted");
 
     // ?n=2, then follow Link until the end.
-    let mut path = format!("/v2/{repo}/tags/list?n=2");
-    let mut seen = Vec::new();
-    let mut pages = 0;
-    loop {
-        let r = reg.get(&path);
-        assert_eq!(r.status, 200, "{path}: {}", r.text());
-        let page = strs(&r.json()["tags"]);
-        assert!(page.len() <= 2, "{path}: {page:?}");
-        seen.extend(page.clone());
-        pages += 1;
-        match r.header("link") {
-            Some(link) => {
-                let next = link_target(link);
-                assert_eq!(
-                    next,
-                    format!("/v2/{repo}/tags/list?n=2&last={}", page.last().unwrap()),
-                    "Link {link}"
-                );
-                path = next;
-            }
-            None => break,
-        }
-        assert!(pages < 10);
-    }
+    let (seen, pages) = follow_links(
+        &reg,
+        format!("/v2/{repo}/tags/list?n=2"),
+        "tags",
+        |link, next, page| {
+            assert_eq!(
+                next,
+                format!("/v2/{repo}/tags/list?n=2&last={}", page.last().unwrap()),
+                "Link {link}"
+            );
+        },
+    );
     assert_eq!(seen, want);
     assert_eq!(pages, 4);
 
@@ -1137,9 +1030,7 @@ fn tags_list_and_pagination() {
     assert!(strs(&r.json()["tags"]).is_empty());
 
     // Unknown repository.
-    let r = reg.get("/v2/no/such/repo/tags/list");
-    assert_eq!(r.status, 404);
-    assert_eq!(r.error_code(), "NAME_UNKNOWN");
+    assert_error(&reg.get("/v2/no/such/repo/tags/list"), 404, "NAME_UNKNOWN");
 
     assert_layout(&reg, repo, &want);
 }
@@ -1160,25 +1051,12 @@ fn catalog() {
     assert_eq!(strs(&r.json()["repositories"]), want);
 
     // Follow Link with n=2.
-    let mut path = "/v2/_catalog?n=2".to_string();
-    let mut seen = Vec::new();
-    let mut pages = 0;
-    loop {
-        let r = reg.get(&path);
-        assert_eq!(r.status, 200, "{path}: {}", r.text());
-        let page = strs(&r.json()["repositories"]);
-        assert!(page.len() <= 2);
-        seen.extend(page);
-        pages += 1;
-        match r.header("link") {
-            Some(link) => {
-                path = link_target(link);
-                assert!(path.starts_with("/v2/_catalog?n=2&last="), "{path}");
-            }
-            None => break,
-        }
-        assert!(pages < 10);
-    }
+    let (seen, pages) = follow_links(
+        &reg,
+        "/v2/_catalog?n=2".to_string(),
+        "repositories",
+        |_, next, _| assert!(next.starts_with("/v2/_catalog?n=2&last="), "{next}"),
+    );
     assert_eq!(seen, want);
     assert_eq!(pages, 3);
 
@@ -1220,6 +1098,14 @@ fn referrers_api() {
     let sl = reg.push_blob(repo, sbom_layer);
     let sig_cfg = b"{\"sig\":1}";
     let scd = reg.push_blob(repo, sig_cfg);
+    // Push a referrer by digest: 201, naming its subject. Returns its digest.
+    let put_referrer = |bytes: &[u8], media_type: &str, subject: &str| -> String {
+        let d = sha256(bytes);
+        let r = reg.put_manifest(repo, &d, media_type, bytes);
+        assert_eq!(r.status, 201, "{}", r.text());
+        assert_eq!(r.header("oci-subject"), Some(subject));
+        d
+    };
 
     // Referrer A: explicit artifactType, empty config, annotations.
     let a = artifact_manifest(
@@ -1230,10 +1116,7 @@ fn referrers_api() {
         Some("application/vnd.example.sbom"),
         Some(json!({"org.opencontainers.image.created": "2024-01-01T00:00:00Z", "kind": "sbom"})),
     );
-    let ad = sha256(&a);
-    let r = reg.put_manifest(repo, &ad, OCI_MANIFEST, &a);
-    assert_eq!(r.status, 201, "{}", r.text());
-    assert_eq!(r.header("oci-subject"), Some(sd.as_str()));
+    let ad = put_referrer(&a, OCI_MANIFEST, &sd);
 
     // Referrer B: no artifactType; its config's mediaType stands in.
     let b = artifact_manifest(
@@ -1244,10 +1127,7 @@ fn referrers_api() {
         None,
         None,
     );
-    let bd = sha256(&b);
-    let r = reg.put_manifest(repo, &bd, OCI_MANIFEST, &b);
-    assert_eq!(r.status, 201, "{}", r.text());
-    assert_eq!(r.header("oci-subject"), Some(sd.as_str()));
+    let bd = put_referrer(&b, OCI_MANIFEST, &sd);
 
     let (_, list) = referrers(&reg, repo, &sd, "");
     assert_eq!(list.len(), 2, "{list:?}");
@@ -1282,27 +1162,19 @@ fn referrers_api() {
     assert!(list.is_empty());
 
     // Filtering by artifactType.
-    let (r, list) = referrers(
-        &reg,
-        repo,
-        &sd,
-        "?artifactType=application/vnd.example.sbom",
-    );
-    assert_eq!(r.header("oci-filters-applied"), Some("artifactType"));
-    assert_eq!(list.len(), 1, "{list:?}");
-    assert_eq!(list[0]["digest"], ad.as_str());
-    let (r, list) = referrers(
-        &reg,
-        repo,
-        &sd,
-        "?artifactType=application%2Fvnd.example.signature.config%2Bjson",
-    );
-    assert_eq!(r.header("oci-filters-applied"), Some("artifactType"));
-    assert_eq!(list.len(), 1, "{list:?}");
-    assert_eq!(list[0]["digest"], bd.as_str());
-    let (r, list) = referrers(&reg, repo, &sd, "?artifactType=application/x-none");
-    assert_eq!(r.header("oci-filters-applied"), Some("artifactType"));
-    assert!(list.is_empty());
+    for (artifact_type, want) in [
+        ("application/vnd.example.sbom", vec![ad.as_str()]),
+        (
+            "application%2Fvnd.example.signature.config%2Bjson",
+            vec![bd.as_str()],
+        ),
+        ("application/x-none", vec![]),
+    ] {
+        let (r, list) = referrers(&reg, repo, &sd, &format!("?artifactType={artifact_type}"));
+        assert_eq!(r.header("oci-filters-applied"), Some("artifactType"));
+        let digests: Vec<&str> = list.iter().map(|d| d["digest"].as_str().unwrap()).collect();
+        assert_eq!(digests, want, "{artifact_type}: {list:?}");
+    }
 
     // An index can refer too.
     let ix = serde_json::to_vec(&json!({
@@ -1313,10 +1185,7 @@ fn referrers_api() {
         "subject": {"mediaType": OCI_MANIFEST, "digest": sd, "size": subject.len()},
     }))
     .unwrap();
-    let ixd = sha256(&ix);
-    let r = reg.put_manifest(repo, &ixd, OCI_INDEX, &ix);
-    assert_eq!(r.status, 201, "{}", r.text());
-    assert_eq!(r.header("oci-subject"), Some(sd.as_str()));
+    let ixd = put_referrer(&ix, OCI_INDEX, &sd);
     let (_, list) = referrers(
         &reg,
         repo,
@@ -1340,10 +1209,7 @@ fn referrers_api() {
         Some("application/vnd.example.early"),
         None,
     );
-    let early_d = sha256(&early);
-    let r = reg.put_manifest(repo, &early_d, OCI_MANIFEST, &early);
-    assert_eq!(r.status, 201, "{}", r.text());
-    assert_eq!(r.header("oci-subject"), Some(later_d.as_str()));
+    let early_d = put_referrer(&early, OCI_MANIFEST, &later_d);
     assert_no_manifest(&reg, repo, &later_d);
     let (_, list) = referrers(&reg, repo, &later_d, "");
     assert_eq!(list.len(), 1);
@@ -1400,8 +1266,7 @@ fn delete_manifests_and_blobs() {
     assert_layout(&reg, repo, &["other", "t2"]);
     // The same tag again: unknown.
     let r = reg.delete(&format!("/v2/{repo}/manifests/t1"));
-    assert_eq!(r.status, 404);
-    assert_eq!(r.error_code(), "MANIFEST_UNKNOWN");
+    assert_error(&r, 404, "MANIFEST_UNKNOWN");
 
     // Delete by digest: the manifest and every tag on it go.
     let r = reg.delete(&format!("/v2/{repo}/manifests/{md}"));
@@ -1412,17 +1277,14 @@ fn delete_manifests_and_blobs() {
     assert_manifest(&reg, repo, "other", OCI_MANIFEST, &m2);
     assert_manifest(&reg, repo, &md2, OCI_MANIFEST, &m2);
     let r = reg.delete(&format!("/v2/{repo}/manifests/{md}"));
-    assert_eq!(r.status, 404);
-    assert_eq!(r.error_code(), "MANIFEST_UNKNOWN");
+    assert_error(&r, 404, "MANIFEST_UNKNOWN");
     assert_layout(&reg, repo, &["other"]);
 
     // Deleting unknown manifests.
     let r = reg.delete(&format!("/v2/{repo}/manifests/{}", sha256(b"never")));
-    assert_eq!(r.status, 404);
-    assert_eq!(r.error_code(), "MANIFEST_UNKNOWN");
+    assert_error(&r, 404, "MANIFEST_UNKNOWN");
     let r = reg.delete(&format!("/v2/{repo}/manifests/never"));
-    assert_eq!(r.status, 404);
-    assert_eq!(r.error_code(), "MANIFEST_UNKNOWN");
+    assert_error(&r, 404, "MANIFEST_UNKNOWN");
 
     // Blobs: delete, then HEAD and GET are 404, and a second delete too.
     let layer = b"layer of delete";
@@ -1432,11 +1294,9 @@ fn delete_manifests_and_blobs() {
     assert_eq!(r.status, 202, "{}", r.text());
     assert_no_blob(&reg, repo, &ld);
     let r = reg.delete(&format!("/v2/{repo}/blobs/{ld}"));
-    assert_eq!(r.status, 404);
-    assert_eq!(r.error_code(), "BLOB_UNKNOWN");
+    assert_error(&r, 404, "BLOB_UNKNOWN");
     let r = reg.delete(&format!("/v2/{repo}/blobs/{}", sha256(b"never pushed")));
-    assert_eq!(r.status, 404);
-    assert_eq!(r.error_code(), "BLOB_UNKNOWN");
+    assert_error(&r, 404, "BLOB_UNKNOWN");
     // Other content is untouched.
     assert_manifest(&reg, repo, "other", OCI_MANIFEST, &m2);
     assert_blob(
@@ -1449,8 +1309,7 @@ fn delete_manifests_and_blobs() {
     // A blob's digest is not a manifest: DELETE on manifests/ leaves it alone.
     let ol = sha256(b"layer of delete-other");
     let r = reg.delete(&format!("/v2/{repo}/manifests/{ol}"));
-    assert_eq!(r.status, 404, "{}", r.text());
-    assert_eq!(r.error_code(), "MANIFEST_UNKNOWN");
+    assert_error(&r, 404, "MANIFEST_UNKNOWN");
     assert_blob(&reg, repo, &ol, b"layer of delete-other");
     // Nor is a blob's digest a manifest to GET.
     assert_no_manifest(&reg, repo, &ol);

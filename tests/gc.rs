@@ -8,7 +8,7 @@ use common::*;
 use rand::{Rng, RngCore};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -42,17 +42,6 @@ fn random_bytes(n: usize) -> Vec<u8> {
     v
 }
 
-fn hex_of(digest: &str) -> &str {
-    digest.strip_prefix("sha256:").expect("a sha256 digest")
-}
-
-fn blob_path(reg: &Registry, repo: &str, digest: &str) -> PathBuf {
-    reg.root()
-        .join(repo)
-        .join("blobs/sha256")
-        .join(hex_of(digest))
-}
-
 /// A config blob that skopeo and umoci accept.
 fn image_config(nonce: &str, diff_ids: &[String]) -> Vec<u8> {
     serde_json::to_vec(&json!({
@@ -64,21 +53,9 @@ fn image_config(nonce: &str, diff_ids: &[String]) -> Vec<u8> {
     .unwrap()
 }
 
-/// Append a query to a Location, which may already carry one.
-fn with_query(location: &str, q: &str) -> String {
-    if location.contains('?') {
-        format!("{location}&{q}")
-    } else {
-        format!("{location}?{q}")
-    }
-}
-
 /// `index.json` of a repository on disk: (digest, tag) per entry.
 fn index_entries(reg: &Registry, repo: &str) -> Vec<(String, Option<String>)> {
-    let path = reg.root().join(repo).join("index.json");
-    let text = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let idx: Value = serde_json::from_slice(&text).unwrap();
-    idx["manifests"]
+    read_json(&reg.root().join(repo).join("index.json"))["manifests"]
         .as_array()
         .unwrap()
         .iter()
@@ -104,7 +81,7 @@ fn assert_layout_complete(reg: &Registry, repo: &str) {
         if !seen.insert(d.clone()) {
             continue;
         }
-        let p = blob_path(reg, repo, &d);
+        let p = reg.blob_path(repo, &d);
         let bytes = std::fs::read(&p)
             .unwrap_or_else(|e| panic!("{repo}: {d} is listed or referenced but missing: {e}"));
         assert_eq!(
@@ -172,31 +149,19 @@ fn wait_gone_but(
     imgs: &[&Image],
     shared: &BTreeSet<(String, String)>,
 ) {
-    let end = Instant::now() + timeout;
-    loop {
-        let left: Vec<String> = imgs
+    let mut left = Vec::new();
+    let done = eventually(timeout, || {
+        left = imgs
             .iter()
             .filter(|i| !gone_but(reg, i, shared))
             .map(|i| format!("{} {} {:?}", i.repo, i.digest, i.tags))
             .collect();
-        if left.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < end,
-            "timed out waiting until {what}; still there: {left:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Poll `f` until it holds; fail after `timeout`.
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        left.is_empty()
+    });
+    assert!(
+        done,
+        "timed out waiting until {what}; still there: {left:#?}"
+    );
 }
 
 /// An image as pushed: the manifest, its tags, and every blob it needs.
@@ -258,18 +223,17 @@ fn small_image(reg: &Registry, repo: &str, reference: &str) -> Image {
 
 /// The manifest by `reference` and every blob, byte-exact.
 fn assert_pulls(reg: &Registry, img: &Image, reference: &str) {
-    let r = reg
-        .req("GET", &format!("/v2/{}/manifests/{reference}", img.repo))
-        .header("Accept", OCI_MANIFEST)
-        .send();
+    let r = reg.get_manifest(&img.repo, reference);
     assert_eq!(r.status, 200, "{}:{reference}: {}", img.repo, r.text());
     assert_eq!(r.body, img.manifest, "{}:{reference}", img.repo);
     assert_eq!(r.header("docker-content-digest"), Some(img.digest.as_str()));
     for (d, size) in &img.blobs {
-        let r = reg.get(&format!("/v2/{}/blobs/{d}", img.repo));
-        assert_eq!(r.status, 200, "{}: blob {d}: {}", img.repo, r.text());
-        assert_eq!(r.body.len(), *size);
-        assert_eq!(&sha256(&r.body), d, "{}: blob {d} bytes", img.repo);
+        assert_eq!(
+            reg.pull_blob(&img.repo, d).len(),
+            *size,
+            "{}: blob {d}",
+            img.repo
+        );
     }
 }
 
@@ -285,11 +249,11 @@ fn gone_but(reg: &Registry, img: &Image, shared: &BTreeSet<(String, String)>) ->
         .get(&format!("/v2/{}/manifests/{}", img.repo, img.digest))
         .status
         == 404
-        && !blob_path(reg, &img.repo, &img.digest).exists();
+        && !reg.blob_path(&img.repo, &img.digest).exists();
     manifest_gone
         && img.blobs.iter().all(|(d, _)| {
             shared.contains(&(img.repo.clone(), d.clone()))
-                || !blob_path(reg, &img.repo, d).exists()
+                || !reg.blob_path(&img.repo, d).exists()
                     && reg.get(&format!("/v2/{}/blobs/{d}", img.repo)).status == 404
         })
 }
@@ -303,15 +267,7 @@ fn assert_present(reg: &Registry, img: &Image) {
 
 /// Run `skiff <cmd> CONFIG` in the foreground; (success, stdout).
 fn skiff(cmd: &str, config: &Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .arg(cmd)
-        .arg(config)
-        .env(
-            "SKIFF_CACHE_DIR",
-            std::env::temp_dir().join("skiff-test-cache"),
-        )
-        .output()
-        .expect("running skiff");
+    let out = skiff_command(cmd, config).output().expect("running skiff");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     if !out.status.success() {
         eprintln!(
@@ -320,10 +276,6 @@ fn skiff(cmd: &str, config: &Path) -> (bool, String) {
         );
     }
     (out.status.success(), stdout)
-}
-
-fn config_path(reg: &Registry) -> PathBuf {
-    reg.data.path().join("config.json")
 }
 
 // ---------------------------------------------------------------- 1. stress
@@ -371,6 +323,16 @@ fn stress_upload(reg: &Registry, st: &Stats, repo: &str, bytes: &[u8]) -> Option
         }
         true
     };
+    // A new session's Location.
+    let start = || -> Option<String> {
+        let r = reg
+            .req("POST", &format!("/v2/{repo}/blobs/uploads/"))
+            .send();
+        if !st.check("upload-start", &r, 202, &what) {
+            return None;
+        }
+        Some(r.header("location")?.to_string())
+    };
     let mut rng = rand::rng();
     match rng.random_range(0..3) {
         // Monolithic POST.
@@ -384,15 +346,9 @@ fn stress_upload(reg: &Registry, st: &Stats, repo: &str, bytes: &[u8]) -> Option
         }
         // POST, then one PUT with the body.
         1 => {
+            let loc = start()?;
             let r = reg
-                .req("POST", &format!("/v2/{repo}/blobs/uploads/"))
-                .send();
-            if !st.check("upload-start", &r, 202, &what) {
-                return None;
-            }
-            let loc = r.header("location")?.to_string();
-            let r = reg
-                .req("PUT", &with_query(&loc, &format!("digest={d}")))
+                .close_upload(&loc, &d)
                 .header("Content-Type", "application/octet-stream")
                 .body(bytes)
                 .send();
@@ -400,34 +356,21 @@ fn stress_upload(reg: &Registry, st: &Stats, repo: &str, bytes: &[u8]) -> Option
         }
         // Chunked: PATCHes with Content-Range, then a PUT without a body.
         _ => {
-            let r = reg
-                .req("POST", &format!("/v2/{repo}/blobs/uploads/"))
-                .send();
-            if !st.check("upload-start", &r, 202, &what) {
-                return None;
-            }
-            let mut loc = r.header("location")?.to_string();
+            let mut loc = start()?;
             // Two to eight chunks: a push stays well within the gc delay.
             let chunk = rng
                 .random_range(bytes.len().div_ceil(8)..=bytes.len().div_ceil(2))
                 .max(1);
             let mut at = 0;
             for part in bytes.chunks(chunk) {
-                let r = reg
-                    .req("PATCH", &loc)
-                    .header("Content-Type", "application/octet-stream")
-                    .header("Content-Range", &format!("{at}-{}", at + part.len() - 1))
-                    .body(part)
-                    .send();
+                let r = reg.patch_chunk(&loc, at, part).send();
                 if !st.check("upload-patch", &r, 202, &what) {
                     return None;
                 }
                 at += part.len();
                 loc = r.header("location")?.to_string();
             }
-            let r = reg
-                .req("PUT", &with_query(&loc, &format!("digest={d}")))
-                .send();
+            let r = reg.close_upload(&loc, &d).send();
             (st.check("upload-put", &r, 201, &what) && done(&r)).then_some(d)
         }
     }
@@ -483,10 +426,7 @@ fn stress_push(
 fn stress_pull(reg: &Registry, st: &Stats, img: &Image) {
     let tag = &img.tags[rand::rng().random_range(0..img.tags.len())];
     let what = format!("{}:{tag}", img.repo);
-    let r = reg
-        .req("GET", &format!("/v2/{}/manifests/{tag}", img.repo))
-        .header("Accept", OCI_MANIFEST)
-        .send();
+    let r = reg.get_manifest(&img.repo, tag);
     if !st.check("manifest-get", &r, 200, &what) {
         return;
     }
@@ -600,13 +540,7 @@ fn gc_stress_push_pull_delete() {
     let deleted: Vec<Image> = results.iter().flat_map(|r| r.1.clone()).collect();
     let untagged: Vec<Image> = results.iter().flat_map(|r| r.2.clone()).collect();
     let metrics = reg.get("/metrics").text();
-    let metric = |name: &str| -> u64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    };
+    let counter = |name: &str| metric(&metrics, name).unwrap_or(0);
     println!(
         "gc stress: {clients} clients for {elapsed:.1?}: {} requests, {} failed; by kind {:?}",
         st.requests.load(Relaxed),
@@ -620,9 +554,9 @@ fn gc_stress_push_pull_delete() {
         deleted.len(),
         untagged.len(),
         st.slowest_push_us.load(Relaxed) as f64 / 1e6,
-        metric("skiff_gc_runs_total"),
-        metric("skiff_gc_manifests_removed_total"),
-        metric("skiff_gc_blobs_removed_total"),
+        counter("skiff_gc_runs_total"),
+        counter("skiff_gc_manifests_removed_total"),
+        counter("skiff_gc_blobs_removed_total"),
     );
     let failures = st.failures.lock().unwrap().clone();
     assert!(failures.is_empty(), "failed requests: {failures:#?}");
@@ -630,7 +564,7 @@ fn gc_stress_push_pull_delete() {
         !deleted.is_empty() && !untagged.is_empty() && !live.is_empty(),
         "the load exercised too little"
     );
-    assert_eq!(metric("skiff_gc_failures_total"), 0, "{metrics}");
+    assert_eq!(counter("skiff_gc_failures_total"), 0, "{metrics}");
 
     // After the delay and a few passes: what was deleted is gone, on disk and
     // over the API; what is tagged pulls whole.
@@ -677,10 +611,7 @@ fn gc_stress_push_pull_delete() {
         assert_eq!(tags(&reg, repo), want_tags);
         assert_layout_complete(&reg, repo);
         // No upload session was left behind.
-        let uploads = reg.root().join(repo).join(".uploads");
-        let left: Vec<_> = std::fs::read_dir(&uploads)
-            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
-            .unwrap_or_default();
+        let left = names_in(&reg.root().join(repo).join(".uploads"));
         assert!(left.is_empty(), "{repo}: uploads left: {left:?}");
         // Nothing is stored that no tagged image needs.
         let needed: BTreeSet<String> = live
@@ -693,11 +624,7 @@ fn gc_stress_push_pull_delete() {
                     .chain([hex_of(&i.digest).to_string()])
             })
             .collect();
-        let stored: BTreeSet<String> =
-            std::fs::read_dir(reg.root().join(repo).join("blobs/sha256"))
-                .unwrap()
-                .map(|e| e.unwrap().file_name().into_string().unwrap())
-                .collect();
+        let stored = names_in(&reg.root().join(repo).join("blobs/sha256"));
         assert_eq!(stored, needed, "{repo}: blobs on disk");
     }
 }
@@ -714,18 +641,14 @@ fn nothing_younger_than_the_delay_is_collected() {
     let b = random_bytes(70_000);
     let (da, db) = (reg.push_blob(repo, &a), reg.push_blob(repo, &b));
     // An upload started, given one chunk, and abandoned.
-    let r = reg
-        .req("POST", &format!("/v2/{repo}/blobs/uploads/"))
-        .send();
-    assert_eq!(r.status, 202);
-    let loc = r.header("location").unwrap().to_string();
+    let loc = reg.open_upload(repo).location();
     let r = reg
         .req("PATCH", &loc)
         .header("Content-Range", "0-9")
         .body(b"0123456789")
         .send();
     assert_eq!(r.status, 202, "{}", r.text());
-    let loc = r.header("location").unwrap().to_string();
+    let loc = r.location();
 
     // Watch them every 100 ms: they must outlive the delay, then go.
     let alive = |d: &str| match reg.get(&format!("/v2/{repo}/blobs/{d}")).status {
@@ -776,11 +699,11 @@ fn nothing_younger_than_the_delay_is_collected() {
             "{what} was collected after {t:?}, inside the delay"
         );
     }
-    assert!(!blob_path(&reg, repo, &da).exists());
-    assert!(!blob_path(&reg, repo, &db).exists());
+    assert!(!reg.blob_path(repo, &da).exists());
+    assert!(!reg.blob_path(repo, &db).exists());
     let uploads = reg.root().join(repo).join(".uploads");
     assert!(
-        std::fs::read_dir(&uploads).map_or(true, |mut d| d.next().is_none()),
+        names_in(&uploads).is_empty(),
         "upload files left in {}",
         uploads.display()
     );
@@ -1055,7 +978,7 @@ fn keep_tags_retention_keeps_the_most_recent() {
     let other = small_image(&reg, "elsewhere/app", "dev");
     assert_eq!(tags(&reg, repo), ["dev", "v1", "v2", "v3"]);
 
-    let (ok, out) = skiff("gc", &config_path(&reg));
+    let (ok, out) = skiff("gc", &reg.config_path());
     println!("{out}");
     assert!(ok);
     assert_eq!(tags(&reg, repo), ["v2", "v3"]);
@@ -1076,7 +999,7 @@ fn keep_tags_retention_keeps_the_most_recent() {
     assert_pulls(&reg, &other, "dev");
 
     // A second pass changes nothing.
-    let (ok, _) = skiff("gc", &config_path(&reg));
+    let (ok, _) = skiff("gc", &reg.config_path());
     assert!(ok);
     assert_eq!(tags(&reg, repo), ["v2", "v3"]);
     assert_eq!(index_entries(&reg, repo).len(), 2);
@@ -1094,10 +1017,12 @@ fn empty_repositories_disappear() {
     assert!(catalog(&reg).contains(&"empty/one/app".to_string()));
     let r = reg.delete(&format!("/v2/empty/one/app/manifests/{}", img.digest));
     assert_eq!(r.status, 202);
-    wait_until(
-        "the emptied repository is gone",
-        Duration::from_secs(20),
-        || !reg.root().join("empty/one").exists(),
+    let emptied = eventually(Duration::from_secs(20), || {
+        !reg.root().join("empty/one").exists()
+    });
+    assert!(
+        emptied,
+        "timed out waiting until the emptied repository is gone"
     );
     assert!(gone(&reg, &img));
     let cat = catalog(&reg);
@@ -1184,7 +1109,7 @@ fn layout_made_by_skopeo_is_collected_correctly() {
     let um = image_manifest(&ucd, uc.len(), &[(&uld, ul.len())], None, None);
     let umd = put(&um);
     let index_path = dir.join("index.json");
-    let mut index: Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let mut index = read_json(&index_path);
     index["manifests"]
         .as_array_mut()
         .unwrap()
@@ -1242,13 +1167,13 @@ fn layout_made_by_skopeo_is_collected_correctly() {
         200
     );
 
-    let (ok, out) = skiff("gc", &config_path(&reg));
+    let (ok, out) = skiff("gc", &reg.config_path());
     println!("{out}");
     assert!(ok);
     assert_pulls(&reg, &foreign, "1.0");
     assert_pulls(&reg, &src, "1.0");
     assert!(gone(&reg, &untagged), "the untagged manifest and its blobs");
-    assert!(!blob_path(&reg, "other/app", &stray_d).exists());
+    assert!(!reg.blob_path("other/app", &stray_d).exists());
     assert_eq!(
         reg.get(&format!("/v2/other/app/blobs/{stray_d}")).status,
         404
@@ -1273,13 +1198,9 @@ fn layout_made_by_skopeo_is_collected_correctly() {
 
 // ---------------------------------------------------------------- 8. costs
 
-fn metric(reg: &Registry, name: &str) -> u64 {
-    reg.get("/metrics")
-        .text()
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+/// A metric as the registry reports it now (0 if it does not).
+fn metric_now(reg: &Registry, name: &str) -> u64 {
+    metric(&reg.get("/metrics").text(), name).unwrap_or(0)
 }
 
 /// Small manifest GETs one after another; each must succeed. Latencies in µs.
@@ -1363,12 +1284,17 @@ fn measure_gc_and_scrub_costs() {
             .unwrap_or("?")
             .to_string()
     };
-    let (mut gc_runs, mut scrub_runs) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
+    // `skiff <cmd>`, which must succeed: its wall time and output.
+    let timed = |cmd: &str| {
         let t = Instant::now();
-        let (ok, out) = skiff("gc", &config_path(&reg));
+        let (ok, out) = skiff(cmd, &reg.config_path());
         let wall = t.elapsed();
         assert!(ok, "{out}");
+        (wall, out)
+    };
+    let (mut gc_runs, mut scrub_runs) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let (wall, out) = timed("gc");
         assert!(
             out.contains(&format!("{expected_scan} bytes of blobs scanned")),
             "gc scanned everything: {out}"
@@ -1382,10 +1308,7 @@ fn measure_gc_and_scrub_costs() {
         );
         gc_runs.push((wall, own_time(&out)));
 
-        let t = Instant::now();
-        let (ok, out) = skiff("scrub", &config_path(&reg));
-        let wall = t.elapsed();
-        assert!(ok, "{out}");
+        let (wall, out) = timed("scrub");
         assert!(
             out.contains(&format!("{expected_scan} bytes re-hashed")),
             "scrub hashed everything: {out}"
@@ -1402,13 +1325,7 @@ fn measure_gc_and_scrub_costs() {
     // requests sent while it runs count.
     let mut during_cli = Vec::new();
     while during_cli.len() < 500 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .arg("scrub")
-            .arg(config_path(&reg))
-            .env(
-                "SKIFF_CACHE_DIR",
-                std::env::temp_dir().join("skiff-test-cache"),
-            )
+        let mut child = skiff_command("scrub", &reg.config_path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -1425,10 +1342,10 @@ fn measure_gc_and_scrub_costs() {
         at_root(cfg);
         cfg["extensions"] = json!({"scrub": {"enable": true, "interval": "1s"}});
     });
-    let runs_before = metric(&reg, "skiff_scrub_runs_total");
+    let runs_before = metric_now(&reg, "skiff_scrub_runs_total");
     let t = Instant::now();
     let mut busy = Vec::new();
-    while busy.len() < 500 || metric(&reg, "skiff_scrub_runs_total") < runs_before + 3 {
+    while busy.len() < 500 || metric_now(&reg, "skiff_scrub_runs_total") < runs_before + 3 {
         busy.extend(manifest_gets(&reg, &small, 100));
         assert!(
             t.elapsed() < Duration::from_secs(120),
@@ -1436,9 +1353,9 @@ fn measure_gc_and_scrub_costs() {
         );
     }
     let window = t.elapsed();
-    let runs = metric(&reg, "skiff_scrub_runs_total") - runs_before;
-    let checked = metric(&reg, "skiff_scrub_bytes_checked_total");
-    assert_eq!(metric(&reg, "skiff_scrub_repositories_affected"), 0);
+    let runs = metric_now(&reg, "skiff_scrub_runs_total") - runs_before;
+    let checked = metric_now(&reg, "skiff_scrub_bytes_checked_total");
+    assert_eq!(metric_now(&reg, "skiff_scrub_repositories_affected"), 0);
     assert!(checked >= 3 * expected_scan);
     for img in images.iter().chain([&small]) {
         assert_pulls_head(&reg, img);

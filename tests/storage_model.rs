@@ -33,14 +33,6 @@ fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
-fn with_query(location: &str, q: &str) -> String {
-    if location.contains('?') {
-        format!("{location}&{q}")
-    } else {
-        format!("{location}?{q}")
-    }
-}
-
 /// The ways a client uploads a blob (never a mount).
 #[derive(Clone, Copy, Debug)]
 enum Upload {
@@ -58,41 +50,25 @@ fn upload(reg: &Registry, repo: &str, bytes: &[u8], how: Upload) -> String {
         assert_eq!(reg.push_blob(repo, bytes), d);
         return d;
     }
-    let r = reg
-        .req("POST", &format!("/v2/{repo}/blobs/uploads/"))
-        .send();
-    assert_eq!(r.status, 202, "start upload in {repo}: {}", r.text());
-    let mut loc = r.header("location").expect("Location").to_string();
+    let mut loc = reg.open_upload(repo).location();
     match how {
         Upload::Chunks(size) => {
             let mut at = 0;
             for part in bytes.chunks(size) {
-                let r = reg
-                    .req("PATCH", &loc)
-                    .header("Content-Type", "application/octet-stream")
-                    .header("Content-Range", &format!("{at}-{}", at + part.len() - 1))
-                    .body(part)
-                    .send();
+                let r = reg.patch_chunk(&loc, at, part).send();
                 assert_eq!(r.status, 202, "PATCH at {at} in {repo}: {}", r.text());
                 at += part.len();
-                loc = r.header("location").expect("Location").to_string();
+                loc = r.location();
             }
         }
         Upload::Streamed => {
-            let r = reg
-                .req("PATCH", &loc)
-                .header("Content-Type", "application/octet-stream")
-                .body(bytes)
-                .chunked()
-                .send();
+            let r = reg.patch_upload(&loc, bytes).chunked().send();
             assert_eq!(r.status, 202, "streamed PATCH in {repo}: {}", r.text());
-            loc = r.header("location").expect("Location").to_string();
+            loc = r.location();
         }
         Upload::Monolithic => unreachable!(),
     }
-    let r = reg
-        .req("PUT", &with_query(&loc, &format!("digest={d}")))
-        .send();
+    let r = reg.close_upload(&loc, &d).send();
     assert_eq!(r.status, 201, "finish upload in {repo}: {}", r.text());
     d
 }
@@ -118,22 +94,12 @@ fn push_layer_image(
 /// Pull `repo:tag` the way a client does (manifest, then its layer) and
 /// check the layer arrives whole.
 fn pull_layer(reg: &Registry, repo: &str, tag: &str, layer_digest: &str, size: usize) {
-    let m = reg
-        .req("GET", &format!("/v2/{repo}/manifests/{tag}"))
-        .header("Accept", OCI_MANIFEST)
-        .send();
+    let m = reg.get_manifest(repo, tag);
     assert_eq!(m.status, 200, "manifest {repo}:{tag}: {}", m.text());
     let layers = m.json()["layers"].clone();
     assert_eq!(layers[0]["digest"], layer_digest, "{repo}:{tag}");
-    let b = reg.get(&format!("/v2/{repo}/blobs/{layer_digest}"));
-    assert_eq!(b.status, 200, "layer of {repo}: {}", b.text());
-    assert_eq!(b.body.len(), size, "layer of {repo} has the wrong length");
-    assert_eq!(sha256(&b.body), layer_digest, "layer of {repo} is damaged");
-}
-
-fn blob_path(root: &Path, repo: &str, digest: &str) -> PathBuf {
-    let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
-    root.join(repo).join("blobs/sha256").join(hex)
+    let layer = reg.pull_blob(repo, layer_digest);
+    assert_eq!(layer.len(), size, "layer of {repo} has the wrong length");
 }
 
 fn inode(path: &Path) -> u64 {
@@ -176,13 +142,7 @@ fn du(dir: &Path) -> u64 {
 
 /// Run `skiff <command> CONFIG`; returns (exit code, stdout, stderr).
 fn skiff_cli(command: &str, config: &Path) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .arg(command)
-        .arg(config)
-        .env(
-            "SKIFF_CACHE_DIR",
-            std::env::temp_dir().join("skiff-test-cache"),
-        )
+    let out = skiff_command(command, config)
         .output()
         .expect("running skiff");
     (
@@ -208,18 +168,10 @@ fn flip_byte(path: &Path) {
     f.sync_all().unwrap();
 }
 
-/// Poll `check` every 100 ms for up to `limit`; true once it holds.
-fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let started = Instant::now();
-    loop {
-        if check() {
-            return true;
-        }
-        if started.elapsed() > limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// The line of a CLI report that is about `repo` (its first column).
+fn row<'a>(out: &'a str, repo: &str) -> Option<&'a str> {
+    out.lines()
+        .find(|l| l.split_whitespace().next() == Some(repo))
 }
 
 /// A root directory that outlives the registries started on it.
@@ -274,12 +226,7 @@ fn dedupe_on_stores_a_shared_layer_once() {
     assert!(walked >= 64 * MIB, "the layer is not all on disk: {walked}");
 
     // Cross-repository mount with dedupe on: one more name, no more bytes.
-    let r = reg
-        .req(
-            "POST",
-            &format!("/v2/dedupe/mounted/blobs/uploads/?mount={digest}&from=dedupe/r3"),
-        )
-        .send();
+    let r = reg.mount("dedupe/mounted", &digest, "dedupe/r3");
     assert_eq!(r.status, 201, "mount: {}", r.text());
     assert_eq!(inode(&blob_path(&root, "dedupe/mounted", &digest)), first);
 
@@ -333,12 +280,7 @@ fn dedupe_off_keeps_a_copy_per_repository() {
     assert!(walked > 9 * 64 * MIB, "only {walked} bytes for ten copies");
     assert!(du > 9 * 64 * MIB, "du says only {du} bytes for ten copies");
 
-    let r = reg
-        .req(
-            "POST",
-            &format!("/v2/copies/mounted/blobs/uploads/?mount={digest}&from=copies/r0"),
-        )
-        .send();
+    let r = reg.mount("copies/mounted", &digest, "copies/r0");
     assert_eq!(r.status, 201, "mount: {}", r.text());
     let mounted = blob_path(&root, "copies/mounted", &digest);
     let md = std::fs::metadata(&mounted).unwrap();
@@ -349,9 +291,7 @@ fn dedupe_off_keeps_a_copy_per_repository() {
     );
     assert_eq!(md.nlink(), 1);
     assert_eq!(md.len(), layer.len() as u64);
-    let b = reg.get(&format!("/v2/copies/mounted/blobs/{digest}"));
-    assert_eq!(b.status, 200);
-    assert_eq!(sha256(&b.body), digest);
+    reg.pull_blob("copies/mounted", &digest);
 }
 
 /// Restarting on the same root with the other dedupe setting converges what
@@ -387,15 +327,23 @@ fn dedupe_converges_across_restarts() {
         }
     };
 
-    {
-        let reg = with_root(&root, true);
+    // Restart with `dedupe` and wait, serving all the while, until the
+    // three blobs are `files` separate files.
+    let converge = |dedupe: bool, files: usize, failure: &str| {
+        let reg = with_root(&root, dedupe);
         let started = Instant::now();
-        let merged = eventually(Duration::from_secs(20), || {
+        let done = eventually(Duration::from_secs(20), || {
             serve_ok(&reg);
-            distinct(&paths) == 1
+            distinct(&paths) == files
         });
-        assert!(merged, "three copies after 20 s with dedupe on");
-        eprintln!("dedupe on: converged in {:.2?}", started.elapsed());
+        assert!(done, "{failure}");
+        let setting = if dedupe { "on" } else { "off" };
+        eprintln!("dedupe {setting}: converged in {:.2?}", started.elapsed());
+        reg
+    };
+
+    {
+        let reg = converge(true, 1, "three copies after 20 s with dedupe on");
         assert_eq!(std::fs::metadata(&paths[0]).unwrap().nlink(), 3);
         assert!(allocated(&root) < 16 * MIB * 12 / 10);
         serve_ok(&reg);
@@ -409,19 +357,11 @@ fn dedupe_converges_across_restarts() {
     }
 
     {
-        let reg = with_root(&root, false);
-        let started = Instant::now();
-        let split = eventually(Duration::from_secs(20), || {
-            serve_ok(&reg);
-            distinct(&paths) == 3
-        });
-        assert!(split, "copies still shared after 20 s with dedupe off");
-        eprintln!("dedupe off: converged in {:.2?}", started.elapsed());
+        let reg = converge(false, 3, "copies still shared after 20 s with dedupe off");
         for p in &paths {
             let md = std::fs::metadata(p).unwrap();
             assert_eq!(md.nlink(), 1, "{}", p.display());
-            let bytes = std::fs::read(p).unwrap();
-            assert_eq!(sha256(&bytes), digest, "{} changed", p.display());
+            assert_eq!(file_sha256(p), digest, "{} changed", p.display());
         }
         assert!(allocated(&root) > 3 * 16 * MIB);
         serve_ok(&reg);
@@ -512,15 +452,9 @@ fn subpaths_are_separate_stores_behind_one_api() {
     assert!(!infra.join("cache.db").exists());
 
     // A mount across stores copies the bytes into the destination's store.
-    let r = reg
-        .req(
-            "POST",
-            &format!("/v2/plain/y/blobs/uploads/?mount={digest}&from=team/app"),
-        )
-        .send();
+    let r = reg.mount("plain/y", digest, "team/app");
     assert_eq!(r.status, 201, "mount across stores: {}", r.text());
-    let b = reg.get(&format!("/v2/plain/y/blobs/{digest}"));
-    assert_eq!(sha256(&b.body), *digest);
+    reg.pull_blob("plain/y", digest);
     assert!(blob_path(&root, "plain/y", digest).is_file());
     assert!(!team.join("plain").exists());
 
@@ -537,12 +471,9 @@ fn subpaths_are_separate_stores_behind_one_api() {
         (repo, store.as_path(), od)
     })
     .collect();
-    let (code, out, err) = skiff_cli("gc", &reg.data.path().join("config.json"));
+    let (code, out, err) = skiff_cli("gc", &reg.config_path());
     assert_eq!(code, 0, "skiff gc: {out}{err}");
-    let listed = |repo: &str| {
-        out.lines()
-            .any(|l| l.split_whitespace().next() == Some(repo))
-    };
+    let listed = |repo: &str| row(&out, repo).is_some();
     assert!(
         !listed("team/app") && !listed("team/web"),
         "gc ran where it is off:\n{out}"
@@ -560,10 +491,7 @@ fn subpaths_are_separate_stores_behind_one_api() {
 // ---------------------------------------------------------------- scrub
 
 fn layer_digest_of(reg: &Registry, repo: &str, tag: &str) -> String {
-    let m = reg
-        .req("GET", &format!("/v2/{repo}/manifests/{tag}"))
-        .header("Accept", OCI_MANIFEST)
-        .send();
+    let m = reg.get_manifest(repo, tag);
     assert_eq!(m.status, 200);
     m.json()["layers"][0]["digest"]
         .as_str()
@@ -578,23 +506,19 @@ fn scrub_cli_reports_a_damaged_blob() {
     let reg = Registry::start();
     reg.push_image("scrub/a", "v1", "scrub image a");
     reg.push_image("scrub/b", "v1", "scrub image b");
-    let config = reg.data.path().join("config.json");
+    let config = reg.config_path();
 
     let (code, out, err) = skiff_cli("scrub", &config);
     assert_eq!(code, 0, "scrub of an intact store: {out}{err}");
     assert!(!out.contains("affected"), "{out}");
 
     let damaged = layer_digest_of(&reg, "scrub/a", "v1");
-    flip_byte(&blob_path(&reg.root(), "scrub/a", &damaged));
+    flip_byte(&reg.blob_path("scrub/a", &damaged));
     let (code, out, err) = skiff_cli("scrub", &config);
     eprintln!("{out}");
     assert_ne!(code, 0, "scrub found nothing wrong: {out}{err}");
-    let line = |repo: &str| {
-        out.lines()
-            .find(|l| l.split_whitespace().next() == Some(repo))
-            .unwrap_or_else(|| panic!("no line for {repo} in:\n{out}"))
-            .to_string()
-    };
+    let line =
+        |repo: &str| row(&out, repo).unwrap_or_else(|| panic!("no line for {repo} in:\n{out}"));
     let a = line("scrub/a");
     assert!(a.contains("affected"), "{a}");
     assert!(a.contains(&damaged), "{a} does not name {damaged}");
@@ -617,10 +541,6 @@ fn background_scrub_reports_in_metrics() {
     });
     reg.push_image("bg/a", "v1", "background a");
     reg.push_image("bg/b", "v1", "background b");
-    let metric = |text: &str, name: &str| -> Option<u64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-    };
     // A pass over the intact store first.
     let ok = eventually(Duration::from_secs(20), || {
         let m = reg.get("/metrics").text();
@@ -629,7 +549,7 @@ fn background_scrub_reports_in_metrics() {
     assert!(ok, "no clean scrub pass: {}", reg.get("/metrics").text());
 
     let damaged = layer_digest_of(&reg, "bg/b", "v1");
-    flip_byte(&blob_path(&reg.root(), "bg/b", &damaged));
+    flip_byte(&reg.blob_path("bg/b", &damaged));
     let mut last = String::new();
     let seen = eventually(Duration::from_secs(20), || {
         last = reg.get("/metrics").text();
@@ -657,16 +577,13 @@ fn gc_cli_removes_an_unreferenced_blob() {
     let orphan = b"an orphan nobody refers to";
     let od = reg.push_blob("gc/app", orphan);
     assert_eq!(reg.head(&format!("/v2/gc/app/blobs/{od}")).status, 200);
-    let orphan_path = blob_path(&reg.root(), "gc/app", &od);
+    let orphan_path = reg.blob_path("gc/app", &od);
     assert!(orphan_path.is_file());
 
-    let (code, out, err) = skiff_cli("gc", &reg.data.path().join("config.json"));
+    let (code, out, err) = skiff_cli("gc", &reg.config_path());
     eprintln!("{out}");
     assert_eq!(code, 0, "skiff gc failed: {out}{err}");
-    let line = out
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some("gc/app"))
-        .unwrap_or_else(|| panic!("no line for gc/app in:\n{out}"));
+    let line = row(&out, "gc/app").unwrap_or_else(|| panic!("no line for gc/app in:\n{out}"));
     let cols: Vec<&str> = line.split_whitespace().collect();
     // REPOSITORY TAGS MANIFESTS BLOBS BYTES-FREED UPLOADS
     let freed = orphan.len().to_string();
@@ -674,26 +591,18 @@ fn gc_cli_removes_an_unreferenced_blob() {
 
     assert!(!orphan_path.exists());
     assert_eq!(reg.head(&format!("/v2/gc/app/blobs/{od}")).status, 404);
-    let m = reg
-        .req("GET", "/v2/gc/app/manifests/v1")
-        .header("Accept", OCI_MANIFEST)
-        .send();
+    let m = reg.get_manifest("gc/app", "v1");
     assert_eq!(m.status, 200);
     assert_eq!(m.body, manifest);
     let v = m.json();
     for d in [&v["config"]["digest"], &v["layers"][0]["digest"]] {
-        let d = d.as_str().unwrap();
-        let b = reg.get(&format!("/v2/gc/app/blobs/{d}"));
-        assert_eq!(b.status, 200, "{d}");
-        assert_eq!(sha256(&b.body), d);
+        reg.pull_blob("gc/app", d.as_str().unwrap());
     }
 
     // The server's dedupe cache still names the removed copy; pushing the
     // same bytes elsewhere stores them whole all the same.
     assert_eq!(reg.push_blob("gc/other", orphan), od);
-    let b = reg.get(&format!("/v2/gc/other/blobs/{od}"));
-    assert_eq!(b.status, 200);
-    assert_eq!(b.body, orphan);
+    assert_eq!(reg.pull_blob("gc/other", &od), orphan);
 }
 
 // ---------------------------------------------------------------- damage
@@ -744,20 +653,17 @@ fn dedupe_does_not_link_a_push_to_a_damaged_copy() {
     let reg = Registry::start();
     let layer = random_bytes(6, MIB as usize);
     let (digest, _) = push_layer_image(&reg, "rotpush/a", "v1", &layer, Upload::Monolithic);
-    let rotten = blob_path(&reg.root(), "rotpush/a", &digest);
+    let rotten = reg.blob_path("rotpush/a", &digest);
     flip_byte(&rotten);
     for (i, how) in UPLOADS.iter().enumerate() {
         let repo = format!("rotpush/b{i}");
         push_layer_image(&reg, &repo, "v1", &layer, *how);
         pull_layer(&reg, &repo, "v1", &digest, layer.len());
-        assert_ne!(
-            inode(&blob_path(&reg.root(), &repo, &digest)),
-            inode(&rotten)
-        );
+        assert_ne!(inode(&reg.blob_path(&repo, &digest)), inode(&rotten));
     }
     // The intact copies are shared among themselves.
     assert_eq!(
-        inode(&blob_path(&reg.root(), "rotpush/b0", &digest)),
-        inode(&blob_path(&reg.root(), "rotpush/b2", &digest)),
+        inode(&reg.blob_path("rotpush/b0", &digest)),
+        inode(&reg.blob_path("rotpush/b2", &digest)),
     );
 }

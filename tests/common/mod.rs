@@ -2,11 +2,12 @@
 //! and a fresh data directory, and talks to it over plain HTTP/1.1.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -32,16 +33,13 @@ impl Registry {
             "log": {"level": "warn"}
         });
         edit(&mut cfg);
-        let cfg_path = data.path().join("config.json");
+        let cfg_path = config_path(data.path());
         std::fs::write(&cfg_path, cfg.to_string()).unwrap();
         Registry::spawn(&cfg_path, data)
     }
 
     fn spawn(cfg: &Path, data: tempfile::TempDir) -> Registry {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .arg("serve")
-            .arg(cfg)
-            .env("SKIFF_CACHE_DIR", cache_dir())
+        let mut child = skiff_command("serve", cfg)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -60,6 +58,16 @@ impl Registry {
 
     pub fn root(&self) -> PathBuf {
         self.data.path().join("root")
+    }
+
+    /// The config file the registry was started with.
+    pub fn config_path(&self) -> PathBuf {
+        config_path(self.data.path())
+    }
+
+    /// Where the registry's default store keeps `digest` for `repo`.
+    pub fn blob_path(&self, repo: &str, digest: &str) -> PathBuf {
+        blob_path(&self.root(), repo, digest)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -110,6 +118,63 @@ impl Registry {
         d
     }
 
+    /// Open an upload session in `repo` (`POST …/blobs/uploads/`, which must
+    /// answer 202); returns the response, whose [`Resp::location`] is the session.
+    pub fn open_upload(&self, repo: &str) -> Resp {
+        let r = self
+            .req("POST", &format!("/v2/{repo}/blobs/uploads/"))
+            .send();
+        assert_eq!(r.status, 202, "start upload in {repo}: {}", r.text());
+        r
+    }
+
+    /// `PATCH` `part` (as octets) into the upload session at `loc`.
+    pub fn patch_upload(&self, loc: &str, part: &[u8]) -> Req<'_> {
+        self.req("PATCH", loc)
+            .header("Content-Type", "application/octet-stream")
+            .body(part)
+    }
+
+    /// `PATCH` the chunk `part` that starts at byte `at` into the session at `loc`.
+    pub fn patch_chunk(&self, loc: &str, at: usize, part: &[u8]) -> Req<'_> {
+        self.patch_upload(loc, part)
+            .header("Content-Range", &format!("{at}-{}", at + part.len() - 1))
+    }
+
+    /// The `PUT <loc>?digest=<digest>` that closes the upload session at `loc`.
+    pub fn close_upload(&self, loc: &str, digest: &str) -> Req<'_> {
+        self.req("PUT", &with_query(loc, &format!("digest={digest}")))
+    }
+
+    /// Mount `digest` from `from` into `repo` (`POST …/uploads/?mount=&from=`).
+    pub fn mount(&self, repo: &str, digest: &str, from: &str) -> Resp {
+        self.req(
+            "POST",
+            &format!("/v2/{repo}/blobs/uploads/?mount={digest}&from={from}"),
+        )
+        .send()
+    }
+
+    /// GET a manifest, accepting an OCI image manifest.
+    pub fn get_manifest(&self, repo: &str, reference: &str) -> Resp {
+        self.req("GET", &format!("/v2/{repo}/manifests/{reference}"))
+            .header("Accept", OCI_MANIFEST)
+            .send()
+    }
+
+    /// GET a blob, which must answer 200 with bytes that hash to `digest`;
+    /// returns the bytes.
+    pub fn pull_blob(&self, repo: &str, digest: &str) -> Vec<u8> {
+        let r = self.get(&format!("/v2/{repo}/blobs/{digest}"));
+        assert_eq!(r.status, 200, "blob {digest} in {repo}: {}", r.text());
+        assert_eq!(
+            sha256(&r.body),
+            digest,
+            "blob {digest} in {repo} holds other bytes"
+        );
+        r.body
+    }
+
     /// Push a manifest by tag or digest; returns the response.
     pub fn put_manifest(
         &self,
@@ -152,9 +217,114 @@ fn cache_dir() -> PathBuf {
     dir
 }
 
+fn config_path(data: &Path) -> PathBuf {
+    data.join("config.json")
+}
+
+/// `skiff <command> CONFIG`, sharing the test run's component cache; the
+/// caller runs or spawns it.
+pub fn skiff_command(command: &str, config: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_skiff"));
+    c.arg(command)
+        .arg(config)
+        .env("SKIFF_CACHE_DIR", cache_dir());
+    c
+}
+
+/// Append a query to a Location, which may already carry one.
+pub fn with_query(location: &str, q: &str) -> String {
+    if location.contains('?') {
+        format!("{location}&{q}")
+    } else {
+        format!("{location}?{q}")
+    }
+}
+
 pub fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// The digest of a file's content, read in pieces (files may be large).
+pub fn file_sha256(path: &Path) -> String {
+    use sha2::Digest;
+    let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    format!("sha256:{}", hex::encode(hasher.finalize()))
+}
+
+/// The hex part of a sha256 digest.
+pub fn hex_of(digest: &str) -> &str {
+    digest.strip_prefix("sha256:").expect("a sha256 digest")
+}
+
+/// Where a store rooted at `root` keeps `digest` for `repo`.
+pub fn blob_path(root: &Path, repo: &str, digest: &str) -> PathBuf {
+    root.join(repo).join("blobs/sha256").join(hex_of(digest))
+}
+
+/// A JSON file, parsed.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The names in `dir` (files and directories alike); none if it does not exist.
+pub fn names_in(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every regular file under `dir`, as paths relative to it.
+pub fn files_under(dir: &Path) -> BTreeSet<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeSet<String>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.insert(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// Poll `check` every 100 ms for up to `limit`; true once it holds.
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    loop {
+        if check() {
+            return true;
+        }
+        if started.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The value of a metric in a Prometheus text exposition.
+pub fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// An OCI image manifest; `subject` is (digest, size) of another manifest.
@@ -286,11 +456,7 @@ impl Resp {
     }
 
     pub fn header(&self, k: &str) -> Option<&str> {
-        let k = k.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == k)
-            .map(|(_, v)| v.as_str())
+        self.header_all(k).first().copied()
     }
 
     pub fn header_all(&self, k: &str) -> Vec<&str> {
@@ -300,6 +466,11 @@ impl Resp {
             .filter(|(n, _)| *n == k)
             .map(|(_, v)| v.as_str())
             .collect()
+    }
+
+    /// The Location header, which must be there.
+    pub fn location(&self) -> String {
+        self.header("location").expect("Location").to_string()
     }
 
     pub fn text(&self) -> String {
