@@ -447,6 +447,64 @@ fn push_zero_length_blob() {
     assert_layout(&reg, repo2, &[]);
 }
 
+/// sha512 is a registered digest algorithm: blobs and manifests named by it
+/// are verified, stored under `blobs/sha512/` and served.
+#[test]
+fn sha512_blobs_and_manifests() {
+    use sha2::Digest as _;
+    let sha512 = |b: &[u8]| format!("sha512:{}", hex::encode(sha2::Sha512::digest(b)));
+    let reg = Registry::start();
+    let repo = "push/sha512";
+    let layer: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let ld = sha512(&layer);
+    // Monolithic.
+    let r = reg
+        .req("POST", &format!("/v2/{repo}/blobs/uploads/?digest={ld}"))
+        .body(&layer)
+        .send();
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.header("docker-content-digest"), Some(ld.as_str()));
+    assert_blob(&reg, repo, &ld, &layer);
+    assert!(reg
+        .root()
+        .join(repo)
+        .join("blobs/sha512")
+        .join(&ld["sha512:".len()..])
+        .is_file());
+    // Chunked, into another repository, then a wrong sha512 is refused.
+    let config = br#"{"os":"linux"}"#;
+    let cd = sha512(config);
+    let loc = start_upload(&reg, repo);
+    let r = reg.patch_chunk(&loc, 0, &config[..5]).send();
+    assert_eq!(r.status, 202, "{}", r.text());
+    let r = reg
+        .close_upload(&r.location(), &cd)
+        .body(&config[5..])
+        .send();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let loc = start_upload(&reg, repo);
+    let wrong = sha512(b"something else");
+    let r = reg.close_upload(&loc, &wrong).body(config).send();
+    assert_eq!((r.status, r.error_code().as_str()), (400, "DIGEST_INVALID"));
+    assert_eq!(reg.head(&format!("/v2/{repo}/blobs/{wrong}")).status, 404);
+    // A manifest of sha512 blobs, pushed by its sha512 digest and a tag.
+    let m = image_manifest(&cd, config.len(), &[(&ld, layer.len())], None, None);
+    let md = sha512(&m);
+    let r = reg
+        .req("PUT", &format!("/v2/{repo}/manifests/{md}?tag=v512"))
+        .header("Content-Type", OCI_MANIFEST)
+        .body(&m)
+        .send();
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.header("docker-content-digest"), Some(md.as_str()));
+    for reference in [md.as_str(), "v512"] {
+        let r = reg.get(&format!("/v2/{repo}/manifests/{reference}"));
+        assert_eq!(r.status, 200, "{reference}: {}", r.text());
+        assert_eq!(r.body, m);
+        assert_eq!(r.header("docker-content-digest"), Some(md.as_str()));
+    }
+}
+
 #[test]
 fn push_blob_streamed() {
     let reg = Registry::start();
