@@ -45,13 +45,22 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
-        let (stream, _) = tokio::select! {
-            r = listener.accept() => r?,
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
             _ = &mut shutdown => {
                 tracing::info!("shutting down");
                 let _ = stop.send(true);
                 let _ = background.await;
                 return Ok(());
+            }
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            // Out of file descriptors, say: the server stays up and tries again.
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
             }
         };
         let (rt, metrics) = (runtime.clone(), metrics.clone());
