@@ -68,6 +68,14 @@ pub struct Ctx {
     http: WasiHttpCtx,
     hooks: NoOutbound,
     pub objects: Arc<Objects>,
+    /// Background jobs hash at low CPU priority, so requests come first.
+    pub priority: Priority,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Priority {
+    Request,
+    Background,
 }
 
 impl WasiView for Ctx {
@@ -142,7 +150,7 @@ impl Runtime {
         })
     }
 
-    pub fn new_store(&self) -> Store<Ctx> {
+    pub fn new_store(&self, priority: Priority) -> Store<Ctx> {
         let wasi = WasiCtx::builder().inherit_stderr().build();
         Store::new(
             &self.engine,
@@ -152,6 +160,7 @@ impl Runtime {
                 http: WasiHttpCtx::new(),
                 hooks: NoOutbound,
                 objects: self.objects.clone(),
+                priority,
             },
         )
     }
@@ -162,7 +171,7 @@ impl Runtime {
 
     /// Every repository, from a fresh gc instance.
     pub async fn repositories(&self) -> Result<Vec<String>> {
-        let mut store = self.new_store();
+        let mut store = self.new_store(Priority::Background);
         let gc = self.gc.instantiate_async(&mut store).await?;
         gc.skiff_registry_gc()
             .call_repositories(&mut store)
@@ -172,7 +181,7 @@ impl Runtime {
 
     /// Garbage-collect one repository on a fresh gc instance.
     pub async fn gc(&self, repo: &str, policy: &gc_api::Policy) -> Result<gc_api::Report> {
-        let mut store = self.new_store();
+        let mut store = self.new_store(Priority::Background);
         let gc = self.gc.instantiate_async(&mut store).await?;
         gc.skiff_registry_gc()
             .call_run(&mut store, repo, policy)
@@ -182,7 +191,7 @@ impl Runtime {
 
     /// Scrub one repository on a fresh scrub instance.
     pub async fn scrub(&self, repo: &str) -> Result<scrub_api::Report> {
-        let mut store = self.new_store();
+        let mut store = self.new_store(Priority::Background);
         let scrub = self.scrub.instantiate_async(&mut store).await?;
         scrub
             .skiff_registry_scrub()

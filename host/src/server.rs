@@ -5,7 +5,7 @@
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::objects::{Disk, Objects};
-use crate::runtime::Runtime;
+use crate::runtime::{Priority, Runtime};
 use crate::scheduler;
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -266,7 +266,7 @@ async fn run_guest(
     rt: Arc<Runtime>,
     req: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<HyperOutgoingBody>> {
-    let mut store = rt.new_store();
+    let mut store = rt.new_store(Priority::Request);
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let incoming = store
         .data_mut()

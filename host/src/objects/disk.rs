@@ -101,6 +101,19 @@ fn link_or_copy(src: &Path, dst: &Path, commit: bool) -> io::Result<()> {
     }
 }
 
+/// Give the calling thread the lowest scheduling priority (nice 19). On
+/// Linux a nice value belongs to a thread, so this leaves the rest of the
+/// process alone. Failure only costs priority, so it is ignored.
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid and setpriority take no pointers; they only read their
+    // integer arguments and affect the calling thread.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+    }
+}
+
 /// Mark a file as just written. A hard link shares its inode's mtime, so a
 /// blob linked into a repository would otherwise look as old as the first
 /// copy, and garbage collection (which spares only what is younger than its
@@ -536,6 +549,26 @@ impl Disk {
     pub async fn digest(&self, key: &str, algorithm: HashAlgorithm) -> Result<String, ObjectError> {
         let path = self.path(key)?;
         blocking(move || digest_file(&path, algorithm).map_err(io_err)).await
+    }
+
+    /// `digest` for background work (scrub): on a thread of its own at the
+    /// lowest CPU priority, so hashing a large store yields to requests.
+    pub async fn digest_low_priority(
+        &self,
+        key: &str,
+        algorithm: HashAlgorithm,
+    ) -> Result<String, ObjectError> {
+        let path = self.path(key)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("skiff-background".into())
+            .spawn(move || {
+                lower_this_threads_priority();
+                let _ = tx.send(digest_file(&path, algorithm).map_err(io_err));
+            })
+            .map_err(io_err)?;
+        rx.await
+            .map_err(|_| ObjectError::Io("background hashing thread failed".into()))?
     }
 
     pub async fn rename(&self, src: &str, dst: &str, when: Condition) -> Result<(), ObjectError> {

@@ -15,7 +15,7 @@ pub use disk::Disk;
 use crate::runtime::skiff::registry::objects::{
     Child, Condition, HashAlgorithm, Host, Meta, ObjectError, Written,
 };
-use crate::runtime::Ctx;
+use crate::runtime::{Ctx, Priority};
 use std::sync::Arc;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
@@ -139,7 +139,11 @@ impl Host for Ctx {
         key: String,
         algorithm: HashAlgorithm,
     ) -> Result<String, ObjectError> {
-        self.objects.disk_for(&key).digest(&key, algorithm).await
+        let disk = self.objects.disk_for(&key);
+        match self.priority {
+            Priority::Request => disk.digest(&key, algorithm).await,
+            Priority::Background => disk.digest_low_priority(&key, algorithm).await,
+        }
     }
 
     async fn rename(
