@@ -1413,3 +1413,53 @@ fn assert_pulls_head(reg: &Registry, img: &Image) {
         assert_eq!(r.header("content-length"), Some(size.to_string().as_str()));
     }
 }
+
+/// A layout written by another tool lists its referrers in index.json (as
+/// untagged manifests) but has no skiff referrer lists. gc must not take them
+/// for garbage: it records them under their subjects, and the referrers API
+/// lists them from then on.
+#[test]
+fn referrers_of_a_foreign_layout_survive_gc() {
+    let _machine = shared();
+    let reg = Registry::start_with(|cfg| {
+        // No background passes: the one `skiff gc` below is the only one.
+        cfg["storage"]["gc"] = json!(false);
+        cfg["storage"]["gcDelay"] = json!("0s");
+    });
+    let repo = "foreign/refs";
+    let subject = small_image(&reg, repo, "v1");
+    let sig = push_image_with(
+        &reg,
+        repo,
+        BY_DIGEST,
+        &[random_bytes(120)],
+        Some((subject.digest.as_str(), subject.manifest.len())),
+    );
+    assert_eq!(
+        referrer_digests(&reg, repo, &subject.digest),
+        [sig.digest.as_str()]
+    );
+    // What another tool would have written: no referrer lists at all.
+    std::fs::remove_dir_all(reg.root().join(repo).join(".referrers")).unwrap();
+    assert!(referrer_digests(&reg, repo, &subject.digest).is_empty());
+
+    // The pass runs with gc on; the server's own config has it off.
+    let cfg_path = reg.data.path().join("gc-once.json");
+    let mut cfg = read_json(&reg.config_path());
+    cfg["storage"]["gc"] = json!(true);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let out = skiff_command("gc", &cfg_path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    assert_eq!(
+        referrer_digests(&reg, repo, &subject.digest),
+        [sig.digest.as_str()],
+        "the referrer is listed again after gc"
+    );
+    assert_pulls(&reg, &sig, &sig.digest);
+    assert_pulls(&reg, &subject, "v1");
+}

@@ -74,6 +74,11 @@ fn collect(repo: &str, policy: &Policy) -> Result<Report, LayoutError> {
         return Ok(report);
     };
 
+    // Layouts written by other tools list referrers in index.json but have
+    // no referrer lists: record them first, so the mark finds them through
+    // their subjects rather than collecting them as untagged.
+    index_referrers(repo, &idx)?;
+
     // Tags the retention policy lets go (never one younger than the delay).
     let doomed_tags = retention::doomed_tags(repo, &idx, policy, now)?;
 
@@ -193,6 +198,23 @@ fn roots(
         }
     }
     Ok(out)
+}
+
+/// Make sure every manifest in the index that has a subject is in its
+/// subject's referrer list (a no-op for what skiff pushed itself).
+fn index_referrers(repo: &str, idx: &ImageIndex) -> Result<(), LayoutError> {
+    for d in &idx.manifests {
+        let Ok(digest) = d.digest.parse::<Digest>() else {
+            continue;
+        };
+        let Some(bytes) = walk::read_manifest(repo, &digest)? else {
+            continue;
+        };
+        if let Ok(m) = manifest::parse(&bytes, None) {
+            meta::record_referrer(repo, &digest, bytes.len() as u64, &m)?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether the manifest has a subject the repository no longer holds.

@@ -122,6 +122,23 @@ pub fn referrers(repo: &str, subject: &Digest) -> Result<Vec<Descriptor>, Layout
     Ok(load::<Vec<Descriptor>>(&keys::referrers(repo, subject))?.0)
 }
 
+/// List manifest `digest` (of `size` bytes) under its subject, if it has one,
+/// as the referrers API reports it: with its artifact type and annotations.
+pub fn record_referrer(
+    repo: &str,
+    digest: &Digest,
+    size: u64,
+    m: &skiff_core::manifest::Manifest,
+) -> Result<(), LayoutError> {
+    let Some(subject) = &m.subject else {
+        return Ok(());
+    };
+    let mut desc = Descriptor::new(&m.media_type, &digest.to_string(), size);
+    desc.artifact_type = m.artifact_type.clone();
+    desc.annotations = m.annotations.clone();
+    add_referrer(repo, subject, desc)
+}
+
 pub fn add_referrer(repo: &str, subject: &Digest, desc: Descriptor) -> Result<(), LayoutError> {
     update(
         &keys::referrers(repo, subject),

@@ -87,14 +87,8 @@ pub fn put(
     // entry, then the index that makes the manifest reachable by tag.
     meta::ensure_layout(repo)?;
     blobs::put_small(repo, &digest, &bytes)?;
-    let mut desc = Descriptor::new(&m.media_type, &digest.to_string(), bytes.len() as u64);
-    if let Some(subject) = &m.subject {
-        let mut referrer = desc.clone();
-        referrer.artifact_type = m.artifact_type.clone();
-        referrer.annotations = m.annotations.clone();
-        meta::add_referrer(repo, subject, referrer)?;
-    }
-    desc.artifact_type = None;
+    meta::record_referrer(repo, &digest, bytes.len() as u64, &m)?;
+    let desc = Descriptor::new(&m.media_type, &digest.to_string(), bytes.len() as u64);
     let mut all_tags: Vec<&str> = tags.iter().map(String::as_str).collect();
     if let Reference::Tag(t) = &target {
         all_tags.push(t.as_str());
