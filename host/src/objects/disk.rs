@@ -18,6 +18,7 @@ use crate::runtime::skiff::registry::objects::{
 };
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256, Sha512};
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
@@ -35,6 +36,11 @@ pub struct Disk {
     commit: bool,
     /// Present when dedupe is on.
     dedupe: Option<Arc<DedupeCache>>,
+    /// Hash states of objects being appended to (upload sessions), by key,
+    /// with the size they cover: a chunked upload then finishes without its
+    /// bytes being read again. Only a cache: after a restart, on another
+    /// host, or on any mismatch, the object is hashed whole instead.
+    partial: std::sync::Mutex<HashMap<String, (u64, Sha256)>>,
     locks: Vec<tokio::sync::Mutex<()>>,
 }
 
@@ -202,6 +208,7 @@ impl Disk {
             root,
             commit,
             dedupe,
+            partial: Default::default(),
             locks: (0..LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
@@ -380,6 +387,7 @@ impl Disk {
     /// root), so a repository emptied by deletes or gc leaves no trace.
     pub async fn delete(&self, key: &str) -> Result<(), ObjectError> {
         let path = self.path(key)?;
+        self.forget_partial(key);
         let (root, cache, key) = (self.root.clone(), self.dedupe.clone(), key.to_string());
         blocking(move || {
             fs::remove_file(&path).map_err(io_err)?;
@@ -449,8 +457,13 @@ impl Disk {
         })
         .await?;
 
-        // A hash of the whole object is only possible when this write is all of it.
-        let mut hasher = (offset == 0).then(Sha256::new);
+        // A hash of the whole object needs every byte before `offset` hashed:
+        // this write is all of it, or earlier appends left their state.
+        let mut hasher = if offset == 0 {
+            Some(Sha256::new())
+        } else {
+            self.take_partial(key, offset)
+        };
         let mut total: u64 = 0;
         let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
         loop {
@@ -479,10 +492,39 @@ impl Disk {
         if commit {
             blocking(move || file.sync_all().map_err(io_err)).await?;
         }
-        Ok(Written {
-            size: offset + total,
-            sha256: hasher.map(|h| hex::encode(h.finalize())),
-        })
+        let size = offset + total;
+        let sha256 = hasher.map(|h| {
+            let whole = hex::encode(h.clone().finalize());
+            self.keep_partial(key, size, h);
+            whole
+        });
+        Ok(Written { size, sha256 })
+    }
+
+    /// The hash state of `key`'s first `size` bytes, if one was kept.
+    fn take_partial(&self, key: &str, size: u64) -> Option<Sha256> {
+        let mut partial = self.partial.lock().unwrap_or_else(|e| e.into_inner());
+        match partial.remove(key) {
+            Some((hashed, state)) if hashed == size => Some(state),
+            _ => None,
+        }
+    }
+
+    fn keep_partial(&self, key: &str, size: u64, state: Sha256) {
+        let mut partial = self.partial.lock().unwrap_or_else(|e| e.into_inner());
+        // Abandoned sessions would otherwise pile up; losing states only
+        // costs a re-read at the end of those uploads.
+        if partial.len() >= 4096 {
+            partial.clear();
+        }
+        partial.insert(key.to_string(), (size, state));
+    }
+
+    fn forget_partial(&self, key: &str) {
+        self.partial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 
     pub async fn read_to(
@@ -572,6 +614,7 @@ impl Disk {
     }
 
     pub async fn rename(&self, src: &str, dst: &str, when: Condition) -> Result<(), ObjectError> {
+        self.forget_partial(src);
         let (from, to) = (self.path(src)?, self.path(dst)?);
         let commit = self.commit;
         if commit {
