@@ -54,33 +54,53 @@ pub fn mount(repo: &str, digest: &str, from: &str) -> Result<u64, Error> {
         };
     }
     meta::ensure_layout(repo)?;
-    // Twice at most: a copy already here may be collected between the steps.
-    for _ in 0..2 {
-        match objects::copy(&src, &keys::blob(repo, &d), &Condition::IfAbsent) {
-            Ok(()) => return Ok(size),
-            // Already here, maybe old and unreferenced: in use from now on.
-            Err(ObjectError::PreconditionFailed) if touch(repo, &d)? => return Ok(size),
-            Err(ObjectError::PreconditionFailed) => continue,
-            Err(ObjectError::NotFound) => return Err(Error::BlobUnknown),
-            Err(e) => return Err(e.into()),
-        }
+    match store_once(repo, &d, |key| {
+        objects::copy(&src, key, &Condition::IfAbsent)
+    }) {
+        Ok(_) => Ok(size),
+        Err(ObjectError::NotFound) => Err(Error::BlobUnknown),
+        Err(e) => Err(e.into()),
     }
-    Err(Error::Internal(format!("{digest}: conflicting writes")))
 }
 
-/// Publish a small blob (a manifest) from memory, create-if-absent. One
-/// already stored is touched: pushed again, it is in use from now on.
-pub fn put_small(repo: &str, digest: &skiff_core::Digest, bytes: &[u8]) -> Result<(), Error> {
+/// How a blob came to be in a repository.
+pub enum Stored {
+    Written,
+    /// The repository had it already; that copy was touched instead.
+    AlreadyThere,
+}
+
+/// Publish a blob with `publish`, a create-if-absent write to the key it is
+/// given. A copy the repository already holds (content-addressed, so the
+/// same bytes) is touched instead: it may be old and unreferenced, and gc's
+/// delay protects it from now on, until the manifest that needs it comes.
+/// If gc takes that copy between the two steps, publish again (once).
+pub fn store_once(
+    repo: &str,
+    digest: &skiff_core::Digest,
+    mut publish: impl FnMut(&str) -> Result<(), ObjectError>,
+) -> Result<Stored, ObjectError> {
+    let key = keys::blob(repo, digest);
     for _ in 0..2 {
-        match objects::put(&keys::blob(repo, digest), bytes, &Condition::IfAbsent) {
-            Ok(_) => return Ok(()),
-            Err(ObjectError::PreconditionFailed) if touch(repo, digest)? => return Ok(()),
-            // Collected between the two steps: store it again.
-            Err(ObjectError::PreconditionFailed) => continue,
-            Err(e) => return Err(e.into()),
+        match publish(&key) {
+            Ok(()) => return Ok(Stored::Written),
+            Err(ObjectError::PreconditionFailed) => match objects::touch(&key) {
+                Ok(_) => return Ok(Stored::AlreadyThere),
+                Err(ObjectError::NotFound) => continue,
+                Err(e) => return Err(e),
+            },
+            Err(e) => return Err(e),
         }
     }
-    Err(Error::Internal(format!("{digest}: conflicting writes")))
+    Err(ObjectError::Io(format!("{digest}: conflicting writes")))
+}
+
+/// Publish a small blob (a manifest) from memory.
+pub fn put_small(repo: &str, digest: &skiff_core::Digest, bytes: &[u8]) -> Result<(), Error> {
+    store_once(repo, digest, |key| {
+        objects::put(key, bytes, &Condition::IfAbsent).map(|_| ())
+    })?;
+    Ok(())
 }
 
 /// Mark a blob as in use now; false if the repository lacks it.

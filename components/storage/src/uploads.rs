@@ -3,7 +3,7 @@
 //! upload lives in instance memory. The bytes become a blob only by an atomic
 //! rename after their digest checks out, so a partial blob is never visible.
 
-use crate::{keys, meta, Error};
+use crate::{blobs, keys, meta, Error};
 use serde::{Deserialize, Serialize};
 use skiff_core::{Algorithm, Digest};
 use skiff_layout::objects::{self, Condition, ObjectError};
@@ -133,25 +133,14 @@ pub fn finish(repo: &str, id: &str, digest: &str) -> Result<u64, Error> {
         )));
     }
     meta::ensure_layout(repo)?;
-    let blob = keys::blob(repo, &want);
-    // Twice at most: the stored copy may be collected between the two steps.
-    for _ in 0..2 {
-        match objects::rename(&data, &blob, &Condition::IfAbsent) {
-            Ok(()) => {}
-            // Already stored: content-addressed, so the copy we have is
-            // identical. It may be old and unreferenced, so it is touched:
-            // gc's delay protects it until the manifest that needs it comes.
-            Err(ObjectError::PreconditionFailed) => match objects::touch(&blob) {
-                Ok(_) => ignore_missing(objects::delete(&data))?,
-                Err(ObjectError::NotFound) => continue,
-                Err(e) => return Err(e.into()),
-            },
-            Err(e) => return Err(e.into()),
-        }
-        ignore_missing(objects::delete(&keys::upload_state(repo, id)))?;
-        return Ok(size);
+    let published = blobs::store_once(repo, &want, |key| {
+        objects::rename(&data, key, &Condition::IfAbsent)
+    })?;
+    if let blobs::Stored::AlreadyThere = published {
+        ignore_missing(objects::delete(&data))?;
     }
-    Err(Error::Internal(format!("{want}: conflicting writes")))
+    ignore_missing(objects::delete(&keys::upload_state(repo, id)))?;
+    Ok(size)
 }
 
 pub fn cancel(repo: &str, id: &str) -> Result<(), Error> {

@@ -131,6 +131,35 @@ fn touch(path: &Path) {
     }
 }
 
+/// Create `to` as a new name for `from`'s file (a copy where the filesystem
+/// has no hard links); `precondition-failed` if `to` exists.
+fn create_from(from: &Path, to: &Path, commit: bool) -> Result<(), ObjectError> {
+    match in_dir(to, || link_or_copy(from, to, commit)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(ObjectError::PreconditionFailed),
+        Err(e) => Err(io_err(e)),
+    }
+}
+
+/// After a new object `key` appeared at `path`: with dedupe, remember it as
+/// a copy of its digest; with `commit`, make its name durable.
+fn published(
+    cache: Option<&DedupeCache>,
+    key: &str,
+    path: &Path,
+    commit: bool,
+) -> Result<(), ObjectError> {
+    if let (Some(cache), Some(d)) = (cache, content_digest(key)) {
+        if let Err(e) = cache.record(&d, key) {
+            tracing::warn!(error = %e, "dedupe cache write failed");
+        }
+    }
+    if commit {
+        sync_dir(path).map_err(io_err)?;
+    }
+    Ok(())
+}
+
 /// Run `f`, which creates something in `path`'s directory, creating the
 /// directory first. Garbage collection prunes empty directories, so one may
 /// vanish between the two steps: then create it again and retry (a few
@@ -361,24 +390,10 @@ impl Disk {
                 }
             }
             if !linked {
-                match in_dir(&path, || link_or_copy(&tmp, &path, commit)) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                        return Err(ObjectError::PreconditionFailed)
-                    }
-                    Err(e) => return Err(io_err(e)),
-                }
+                create_from(&tmp, &path, commit)?;
             }
             let _ = fs::remove_file(&tmp);
-            if let (Some(cache), Some(d)) = (&cache, &digest) {
-                if let Err(e) = cache.record(d, &key) {
-                    tracing::warn!(error = %e, "dedupe cache write failed");
-                }
-            }
-            if commit {
-                sync_dir(&path).map_err(io_err)?;
-            }
-            Ok(())
+            published(cache.as_deref(), &key, &path, commit)
         })
         .await
     }
@@ -664,20 +679,9 @@ impl Disk {
         }
         let (commit, cache, key) = (self.commit, self.dedupe.clone(), dst.to_string());
         blocking(move || {
-            match in_dir(&to, || link_or_copy(&src, &to, commit)) {
-                Ok(()) => touch(&to),
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    return Err(ObjectError::PreconditionFailed)
-                }
-                Err(e) => return Err(io_err(e)),
-            }
-            if let (Some(cache), Some(d)) = (cache, content_digest(&key)) {
-                let _ = cache.record(&d, &key);
-            }
-            if commit {
-                sync_dir(&to).map_err(io_err)?;
-            }
-            Ok(())
+            create_from(&src, &to, commit)?;
+            touch(&to);
+            published(cache.as_deref(), &key, &to, commit)
         })
         .await
     }
