@@ -18,6 +18,9 @@ pub struct Config {
     pub sub_paths: Vec<SubPath>,
     /// How often the background scrub runs; `None`: it does not.
     pub scrub_interval: Option<Duration>,
+    /// `storage.maxBlobSize`: uploads that would grow past this many bytes
+    /// are refused (413) and dropped; `None`: no limit.
+    pub max_blob_size: Option<u64>,
     pub log_level: String,
     /// Keys present in the file that skiff does not know.
     pub unknown_keys: Vec<String>,
@@ -110,6 +113,7 @@ impl Default for Config {
             storage: StoreConfig::default_at(PathBuf::from("skiff-data")),
             sub_paths: Vec::new(),
             scrub_interval: None,
+            max_blob_size: None,
             log_level: "info".into(),
             unknown_keys: Vec::new(),
         }
@@ -126,6 +130,7 @@ const KNOWN: &[&str] = &[
     "http.realm",
     "storage",
     "storage.rootDirectory",
+    "storage.maxBlobSize",
     "storage.commit",
     "storage.dedupe",
     "storage.gc",
@@ -230,6 +235,9 @@ impl Config {
                     });
                 }
             }
+        }
+        if let Some(v) = lookup(&root, "storage.maxBlobSize") {
+            cfg.max_blob_size = Some(parse_size(v, "storage.maxBlobSize")?);
         }
         if let Some(v) = lookup(&root, "extensions.scrub") {
             let enable = match v.get("enable") {
@@ -433,6 +441,38 @@ pub fn glob_match(glob: &str, name: &str) -> bool {
 }
 
 /// zot writes the port as a string ("8080"); accept a string or a number.
+/// A size in bytes: a number, or a string with a unit (`"512MiB"`, `"10GB"`).
+pub fn parse_size(v: &Value, key: &str) -> Result<u64> {
+    let bad = || anyhow::anyhow!("{key}: {v} is not a size (a number of bytes, or like \"10GiB\")");
+    let n = match v {
+        Value::Number(n) => n.as_u64().ok_or_else(bad)?,
+        Value::String(s) => {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (digits, unit) = s.split_at(split);
+            let n: u64 = digits.parse().map_err(|_| bad())?;
+            let scale: u64 = match unit.trim() {
+                "" | "B" => 1,
+                "KB" => 1_000,
+                "MB" => 1_000_000,
+                "GB" => 1_000_000_000,
+                "TB" => 1_000_000_000_000,
+                "KiB" => 1 << 10,
+                "MiB" => 1 << 20,
+                "GiB" => 1 << 30,
+                "TiB" => 1 << 40,
+                _ => return Err(bad()),
+            };
+            n.checked_mul(scale).ok_or_else(bad)?
+        }
+        _ => return Err(bad()),
+    };
+    if n == 0 {
+        bail!("{key}: must be above 0");
+    }
+    Ok(n)
+}
+
 fn parse_port(v: &Value) -> Result<u16> {
     let n = match v {
         Value::Number(n) => n.as_u64(),
@@ -555,6 +595,24 @@ mod tests {
         assert!(!glob_match("infra/*", "infra/x/y"));
         assert!(glob_match("infra/**", "infra/x/y"));
         assert!(!glob_match("prod", "production"));
+    }
+
+    #[test]
+    fn sizes() {
+        let size = |v: Value| parse_size(&v, "k");
+        assert_eq!(size(serde_json::json!(1000)).unwrap(), 1000);
+        assert_eq!(size(serde_json::json!("512MiB")).unwrap(), 512 << 20);
+        assert_eq!(size(serde_json::json!("10GB")).unwrap(), 10_000_000_000);
+        for bad in [
+            serde_json::json!(0),
+            serde_json::json!(-1),
+            serde_json::json!("10 parsecs"),
+            serde_json::json!("99999999999999999999TiB"),
+            serde_json::json!("18446744073709551615TiB"),
+        ] {
+            let e = size(bad.clone()).unwrap_err().to_string();
+            assert!(e.starts_with("k: "), "{bad}: {e}");
+        }
     }
 
     #[test]

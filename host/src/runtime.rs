@@ -124,6 +124,8 @@ pub struct Runtime {
     gc: GcJobPre<Ctx>,
     scrub: ScrubJobPre<Ctx>,
     objects: Arc<Objects>,
+    /// Settings the components read from their environment.
+    guest_env: Vec<(String, String)>,
 }
 
 impl Runtime {
@@ -147,11 +149,25 @@ impl Runtime {
             gc,
             scrub,
             objects,
+            guest_env: Vec::new(),
         })
     }
 
+    /// Pass the settings the components read (they see no config file:
+    /// the same components run under other hosts, which set these too).
+    pub fn with_settings(mut self, cfg: &crate::config::Config) -> Runtime {
+        if let Some(max) = cfg.max_blob_size {
+            self.guest_env
+                .push(("SKIFF_MAX_BLOB_SIZE".into(), max.to_string()));
+        }
+        self
+    }
+
     pub fn new_store(&self, priority: Priority) -> Store<Ctx> {
-        let wasi = WasiCtx::builder().inherit_stderr().build();
+        let wasi = WasiCtx::builder()
+            .inherit_stderr()
+            .envs(&self.guest_env)
+            .build();
         Store::new(
             &self.engine,
             Ctx {

@@ -21,7 +21,7 @@ use wasmtime_wasi_http::WasiHttpView;
 
 pub async fn serve(cfg: Config) -> Result<()> {
     let objects = Arc::new(open_stores(&cfg, Use::Serve)?);
-    let runtime = Arc::new(Runtime::new(objects.clone())?);
+    let runtime = Arc::new(Runtime::new(objects.clone())?.with_settings(&cfg));
     for disk in objects.disks() {
         converge_dedupe(disk.clone());
     }

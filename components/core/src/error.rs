@@ -27,6 +27,12 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// No such route (404).
     NotFound,
+    /// A blob over `storage.maxBlobSize` (413, SIZE_INVALID).
+    BlobTooLarge,
+    /// A delete of something still in use, a tag or an index (409, DENIED).
+    InUse,
+    /// Too much contention or load; retry later (503 with Retry-After).
+    TooManyRequests,
     Internal,
 }
 
@@ -42,7 +48,9 @@ impl ErrorCode {
             ErrorCode::ManifestUnknown => "MANIFEST_UNKNOWN",
             ErrorCode::NameInvalid => "NAME_INVALID",
             ErrorCode::NameUnknown => "NAME_UNKNOWN",
-            ErrorCode::SizeInvalid => "SIZE_INVALID",
+            ErrorCode::SizeInvalid | ErrorCode::BlobTooLarge => "SIZE_INVALID",
+            ErrorCode::InUse => "DENIED",
+            ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
             ErrorCode::PaginationInvalid => "PAGINATION_NUMBER_INVALID",
             ErrorCode::Unsupported | ErrorCode::MethodNotAllowed => "UNSUPPORTED",
             ErrorCode::RangeInvalid => "RANGE_INVALID",
@@ -67,7 +75,9 @@ impl ErrorCode {
             | ErrorCode::PaginationInvalid
             | ErrorCode::Unsupported => 400,
             ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::ManifestTooLarge => 413,
+            ErrorCode::ManifestTooLarge | ErrorCode::BlobTooLarge => 413,
+            ErrorCode::InUse => 409,
+            ErrorCode::TooManyRequests => 503,
             ErrorCode::RangeInvalid => 416,
             ErrorCode::Internal => 500,
         }
@@ -93,6 +103,9 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method not allowed on this route",
             ErrorCode::RangeInvalid => "requested range not satisfiable",
             ErrorCode::NotFound => "no such route",
+            ErrorCode::BlobTooLarge => "blob exceeds the maximum size",
+            ErrorCode::InUse => "still in use; not deleted",
+            ErrorCode::TooManyRequests => "too many concurrent requests; retry later",
             ErrorCode::Internal => "internal error",
         }
     }
@@ -166,5 +179,9 @@ mod tests {
         assert_eq!(ErrorCode::RangeInvalid.status(), 416);
         assert_eq!(ErrorCode::DigestInvalid.status(), 400);
         assert_eq!(ErrorCode::ManifestBlobUnknown.status(), 400);
+        assert_eq!(ErrorCode::BlobTooLarge.status(), 413);
+        assert_eq!(ErrorCode::InUse.status(), 409);
+        assert_eq!(ErrorCode::TooManyRequests.status(), 503);
+        assert_eq!(ErrorCode::TooManyRequests.as_str(), "TOOMANYREQUESTS");
     }
 }

@@ -18,6 +18,12 @@ impl From<Error> for RegistryError {
                 ErrorCode::RangeInvalid,
                 format!("the upload holds {at} bytes; the next chunk must start there"),
             ),
+            Error::BlobTooLarge(max) => (
+                ErrorCode::BlobTooLarge,
+                format!("blobs are limited to {max} bytes here"),
+            ),
+            Error::InUse(d) => (ErrorCode::InUse, d),
+            Error::Busy(d) => (ErrorCode::TooManyRequests, d),
             Error::Unsupported(d) => (ErrorCode::Unsupported, d),
             Error::Internal(d) => (ErrorCode::Internal, d),
         };

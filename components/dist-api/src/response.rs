@@ -40,7 +40,12 @@ impl Response {
     }
 
     pub fn error(e: RegistryError) -> Self {
-        Response::json(e.status(), e.to_json().into_bytes())
+        let r = Response::json(e.status(), e.to_json().into_bytes());
+        match e.code {
+            // Contention passes quickly: tell clients when to come back.
+            skiff_core::ErrorCode::TooManyRequests => r.header("Retry-After", "1"),
+            _ => r,
+        }
     }
 
     pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {

@@ -25,7 +25,7 @@ mod retention;
 use bindings::exports::skiff::registry::gc::{Guest, Policy, Report};
 use skiff_core::layout::ImageIndex;
 use skiff_core::{manifest, Algorithm, Digest};
-use skiff_layout::{ignore_missing, keys, meta, objects, stat, walk, LayoutError};
+use skiff_layout::{keys, meta, objects, remove_if, stat, walk, LayoutError};
 use std::collections::BTreeSet;
 
 struct Gc;
@@ -87,7 +87,7 @@ fn collect(repo: &str, policy: &Policy) -> Result<Report, LayoutError> {
     let roots = roots(repo, &idx, policy, &doomed_tags, now)?;
     let mut reached = walk::reach(repo, roots.iter().cloned(), true)?;
     if !policy.delete_referrers {
-        for subject in walk::list_digests(&keys::referrers_prefix(repo, "sha256"), "sha256")? {
+        for subject in meta::subjects(repo)? {
             let listed = meta::referrers(repo, &subject)?
                 .into_iter()
                 .filter_map(|d| d.digest.parse::<Digest>().ok());
@@ -161,7 +161,7 @@ fn collect(repo: &str, policy: &Policy) -> Result<Report, LayoutError> {
     }
 
     sweep_blobs(repo, &reached.blobs, now, delay, &mut report)?;
-    sweep_referrer_lists(repo, now, delay)?;
+    sweep_referrer_lists(repo)?;
     report.repository_removed = remove_if_empty(repo, now, delay)?;
     Ok(report)
 }
@@ -211,7 +211,13 @@ fn index_referrers(repo: &str, idx: &ImageIndex) -> Result<(), LayoutError> {
             continue;
         };
         if let Ok(m) = manifest::parse(&bytes, None) {
-            meta::record_referrer(repo, &digest, bytes.len() as u64, &m)?;
+            meta::record_referrer(
+                repo,
+                &digest,
+                bytes.len() as u64,
+                &m,
+                meta::Record::IfMissing,
+            )?;
         }
     }
     Ok(())
@@ -244,9 +250,12 @@ fn sweep_blobs(
             if reached.contains(&d) || now.saturating_sub(m.modified_ms) < delay {
                 continue;
             }
-            ignore_missing(objects::delete(&key))?;
-            report.blobs_removed += 1;
-            report.bytes_freed += m.size;
+            // Only the version judged: a push that touched or rewrote the
+            // blob since the stat has made it young again.
+            if remove_if(&key, &m.version)? {
+                report.blobs_removed += 1;
+                report.bytes_freed += m.size;
+            }
         }
     }
     Ok(())
@@ -267,34 +276,43 @@ fn sweep_uploads(repo: &str, now: u64, delay: u64) -> Result<u32, LayoutError> {
         .collect();
     for id in ids {
         let (state, data) = (keys::upload_state(repo, &id), keys::upload_data(repo, &id));
-        let youngest = [age_ms(&state, now)?, age_ms(&data, now)?]
-            .into_iter()
-            .flatten()
-            .min();
-        if youngest.is_some_and(|a| a >= delay) {
-            ignore_missing(objects::delete(&data))?;
-            ignore_missing(objects::delete(&state))?;
+        let seen = [(stat(&data)?, data), (stat(&state)?, state)];
+        let old = seen
+            .iter()
+            .filter_map(|(m, _)| m.as_ref())
+            .all(|m| now.saturating_sub(m.modified_ms) >= delay);
+        if !old {
+            continue;
+        }
+        // Bytes first, each only as seen: a session written to since is
+        // left whole (an append that raced this keeps its state record).
+        let mut gone = true;
+        for (m, key) in &seen {
+            if let Some(m) = m {
+                gone &= remove_if(key, &m.version)?;
+            }
+            if !gone {
+                break;
+            }
+        }
+        if gone {
             removed += 1;
         }
     }
     Ok(removed)
 }
 
-/// Referrer lists: drop entries whose manifest is gone, and lists left empty.
-fn sweep_referrer_lists(repo: &str, now: u64, delay: u64) -> Result<(), LayoutError> {
-    for subject in walk::list_digests(&keys::referrers_prefix(repo, "sha256"), "sha256")? {
-        let key = keys::referrers(repo, &subject);
-        for d in meta::referrers(repo, &subject)? {
-            let gone = match d.digest.parse::<Digest>() {
-                Ok(dg) => stat(&keys::blob(repo, &dg))?.is_none(),
-                Err(_) => true,
-            };
-            if gone {
-                meta::remove_referrer(repo, &subject, &d.digest)?;
+/// Referrer entries whose manifest is gone. An entry goes only at the
+/// version seen before its manifest was found missing: a push of that
+/// manifest rewrites its entry after storing its bytes, so a push racing
+/// this sweep keeps its entry.
+fn sweep_referrer_lists(repo: &str) -> Result<(), LayoutError> {
+    for subject in meta::subjects(repo)? {
+        for (referrer, key) in meta::referrer_entries(repo, &subject)? {
+            let Some(entry) = stat(&key)? else { continue };
+            if stat(&keys::blob(repo, &referrer))?.is_none() {
+                remove_if(&key, &entry.version)?;
             }
-        }
-        if meta::referrers(repo, &subject)?.is_empty() && old_enough(&key, now, delay)? {
-            ignore_missing(objects::delete(&key))?;
         }
     }
     Ok(())
@@ -302,7 +320,7 @@ fn sweep_referrer_lists(repo: &str, now: u64, delay: u64) -> Result<(), LayoutEr
 
 /// A repository with no manifests, blobs or uploads left goes entirely.
 fn remove_if_empty(repo: &str, now: u64, delay: u64) -> Result<bool, LayoutError> {
-    let Some((idx, _)) = meta::index(repo)? else {
+    let Some((idx, version)) = meta::index(repo)? else {
         return Ok(false);
     };
     if !idx.manifests.is_empty() || !old_enough(&keys::index(repo), now, delay)? {
@@ -319,8 +337,12 @@ fn remove_if_empty(repo: &str, now: u64, delay: u64) -> Result<bool, LayoutError
             Err(e) => return Err(e.into()),
         }
     }
-    // The index goes last but one: a push that starts now recreates the layout.
-    ignore_missing(objects::delete(&keys::index(repo)))?;
-    ignore_missing(objects::delete(&keys::oci_layout(repo)))?;
+    // The index goes last but one, and only as it was judged empty: a push
+    // that landed a tag since keeps it. One that starts later recreates the
+    // layout.
+    if !remove_if(&keys::index(repo), &version)? {
+        return Ok(false);
+    }
+    skiff_layout::remove(&keys::oci_layout(repo))?;
     Ok(true)
 }

@@ -31,14 +31,33 @@ pub fn upload_state(repo: &str, id: &str) -> String {
     format!("{repo}/.uploads/{id}.json")
 }
 
+/// The prefix of `subject`'s referrer entries: one small object per
+/// referrer, so recording one never rewrites the others.
 pub fn referrers(repo: &str, subject: &Digest) -> String {
     format!(
-        "{repo}/.referrers/{}/{}",
+        "{repo}/.referrers/{}/{}/",
         subject.algorithm().as_str(),
         subject.hex()
     )
 }
 
+/// The entry for `referrer` among `subject`'s referrers.
+pub fn referrer_entry(repo: &str, subject: &Digest, referrer: &Digest) -> String {
+    format!(
+        "{}{}-{}",
+        referrers(repo, subject),
+        referrer.algorithm().as_str(),
+        referrer.hex()
+    )
+}
+
+/// The referrer a `referrer_entry` name stands for.
+pub fn parse_referrer_entry(name: &str) -> Option<Digest> {
+    let (alg, hex) = name.split_once('-')?;
+    format!("{alg}:{hex}").parse().ok()
+}
+
+/// The listing prefix of the subjects (of one algorithm) that have referrers.
 pub fn referrers_prefix(repo: &str, algorithm: &str) -> String {
     format!("{repo}/.referrers/{algorithm}/")
 }

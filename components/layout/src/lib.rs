@@ -56,9 +56,31 @@ impl std::fmt::Display for LayoutError {
                 f.write_str("conflicting write")
             }
             LayoutError::Object(ObjectError::InvalidKey(k)) => write!(f, "invalid object key {k}"),
+            LayoutError::Object(ObjectError::Busy) => f.write_str("object busy"),
+            LayoutError::Object(ObjectError::TooLarge(n)) => {
+                write!(f, "object too large ({n} bytes)")
+            }
+            LayoutError::Object(ObjectError::DigestMismatch(d)) => {
+                write!(f, "content has digest {d}")
+            }
             LayoutError::Object(ObjectError::Io(m)) => f.write_str(m),
             LayoutError::Corrupt(m) | LayoutError::Contended(m) => f.write_str(m),
         }
+    }
+}
+
+/// Remove an object unconditionally; an object already gone is fine.
+pub fn remove(key: &str) -> Result<(), ObjectError> {
+    ignore_missing(objects::delete(key, &Condition::Always))
+}
+
+/// Remove an object only if it is still at `version` (what a sweep saw);
+/// true if it went. One changed or gone since is left alone.
+pub fn remove_if(key: &str, version: &str) -> Result<bool, ObjectError> {
+    match objects::delete(key, &Condition::IfVersion(version.to_string())) {
+        Ok(()) => Ok(true),
+        Err(ObjectError::NotFound) | Err(ObjectError::PreconditionFailed) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -70,13 +92,25 @@ pub fn ignore_missing(r: Result<(), ObjectError>) -> Result<(), ObjectError> {
     }
 }
 
-/// Hex digest of a whole object under `d`'s algorithm: compare with `d.hex()`.
-pub fn rehash(key: &str, d: &skiff_core::Digest) -> Result<String, ObjectError> {
-    let algorithm = match d.algorithm() {
+/// The `objects` name of a digest's algorithm.
+pub fn algorithm(d: &skiff_core::Digest) -> objects::HashAlgorithm {
+    match d.algorithm() {
         skiff_core::Algorithm::Sha256 => objects::HashAlgorithm::Sha256,
         skiff_core::Algorithm::Sha512 => objects::HashAlgorithm::Sha512,
-    };
-    objects::digest(key, algorithm)
+    }
+}
+
+/// What `objects.publish` checks an upload against.
+pub fn content(d: &skiff_core::Digest) -> objects::Content {
+    objects::Content {
+        algorithm: algorithm(d),
+        hex: d.hex().to_string(),
+    }
+}
+
+/// Hex digest of a whole object under `d`'s algorithm: compare with `d.hex()`.
+pub fn rehash(key: &str, d: &skiff_core::Digest) -> Result<String, ObjectError> {
+    objects::digest(key, algorithm(d))
 }
 
 /// Meta of an object, or `None` if there is none.

@@ -8,14 +8,34 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use skiff_core::layout::{Descriptor, ImageIndex, OCI_LAYOUT_FILE};
 use skiff_core::{Digest, RepoName};
+use wasip2::clocks::monotonic_clock;
 
-/// Conflicts resolve in a few rounds even under heavy contention; past this
-/// something is wrong, and the caller gets an error rather than a hang.
-const CAS_ROUNDS: usize = 64;
+/// How long a compare-and-swap keeps trying before the caller gets an error
+/// (a 503 the client may retry) rather than a hang. Each lost round costs
+/// one read and one write, and the backoff between rounds spreads writers
+/// out, so even hundreds of writers on one object land well within this.
+const CAS_DEADLINE_NS: u64 = 30_000_000_000;
+/// Backoff between rounds: a random wait of up to 1 ms, doubling per lost
+/// round up to this.
+const CAS_MAX_BACKOFF_NS: u64 = 50_000_000;
 
-/// Read a JSON object, with the version to swap against (`None`: absent).
-pub fn load<T: DeserializeOwned + Default>(key: &str) -> Result<(T, Option<String>), LayoutError> {
-    match objects::get(key) {
+/// The largest `index.json` read: about 200k tags.
+pub const MAX_INDEX_BYTES: u64 = 64 << 20;
+/// A referrer entry: a descriptor whose annotations are capped at
+/// `MAX_REFERRER_ANNOTATION_BYTES`.
+const MAX_REFERRER_ENTRY_BYTES: u64 = 64 << 10;
+/// What a referrer entry keeps of its manifest's annotations. A referrer's
+/// own manifest may carry up to 4 MiB of them; the referrers API lists
+/// every referrer of a subject in one response, so each entry stays small.
+pub const MAX_REFERRER_ANNOTATION_BYTES: usize = 16 << 10;
+
+/// Read a JSON object of at most `max` bytes, with the version to swap
+/// against (`None`: absent).
+pub fn load<T: DeserializeOwned + Default>(
+    key: &str,
+    max: u64,
+) -> Result<(T, Option<String>), LayoutError> {
+    match objects::get(key, max) {
         Ok((bytes, meta)) => {
             let value = serde_json::from_slice(&bytes)
                 .map_err(|e| LayoutError::Corrupt(format!("{key} is not valid: {e}")))?;
@@ -28,14 +48,16 @@ pub fn load<T: DeserializeOwned + Default>(key: &str) -> Result<(T, Option<Strin
 
 /// Apply `change` to the JSON object at `key` until the write lands on the
 /// version it read. `change` returns whether it changed anything.
-pub fn update<T, E, F>(key: &str, mut change: F) -> Result<T, E>
+pub fn update<T, E, F>(key: &str, max: u64, mut change: F) -> Result<T, E>
 where
     T: DeserializeOwned + Serialize + Default,
     E: From<LayoutError>,
     F: FnMut(&mut T) -> Result<bool, E>,
 {
-    for _ in 0..CAS_ROUNDS {
-        let (mut value, version) = load::<T>(key)?;
+    let started = monotonic_clock::now();
+    let mut backoff: u64 = 1_000_000;
+    loop {
+        let (mut value, version) = load::<T>(key, max)?;
         if !change(&mut value)? {
             return Ok(value);
         }
@@ -47,11 +69,24 @@ where
         };
         match objects::put(key, &bytes, &when) {
             Ok(_) => return Ok(value),
-            Err(ObjectError::PreconditionFailed) => continue,
+            Err(ObjectError::PreconditionFailed) => {}
             Err(e) => return Err(LayoutError::from(e).into()),
         }
+        if monotonic_clock::now().saturating_sub(started) > CAS_DEADLINE_NS {
+            return Err(
+                LayoutError::Contended(format!("{key}: too many concurrent updates")).into(),
+            );
+        }
+        // Random, growing waits: writers that collided come back at
+        // different times instead of colliding again.
+        monotonic_clock::subscribe_duration(jitter(backoff)).block();
+        backoff = (backoff * 2).min(CAS_MAX_BACKOFF_NS);
     }
-    Err(LayoutError::Contended(format!("{key}: too many concurrent updates")).into())
+}
+
+/// A uniformly random duration in `0..=max_ns`.
+fn jitter(max_ns: u64) -> u64 {
+    wasip2::random::random::get_random_u64() % max_ns.saturating_add(1)
 }
 
 /// Make `repo` a valid (possibly empty) OCI layout.
@@ -72,7 +107,7 @@ pub fn ensure_layout(repo: &str) -> Result<(), LayoutError> {
 
 /// The repository's index with its version, or `None` if there is no such repository.
 pub fn index(repo: &str) -> Result<Option<(ImageIndex, String)>, LayoutError> {
-    let (idx, version) = load::<ImageIndex>(&keys::index(repo))?;
+    let (idx, version) = load::<ImageIndex>(&keys::index(repo), MAX_INDEX_BYTES)?;
     Ok(version.map(|v| (idx, v)))
 }
 
@@ -83,7 +118,7 @@ where
     F: FnMut(&mut ImageIndex) -> Result<bool, E>,
 {
     ensure_layout(repo)?;
-    update(&keys::index(repo), change)
+    update(&keys::index(repo), MAX_INDEX_BYTES, change)
 }
 
 /// Every directory that holds an `index.json` and whose path is a valid
@@ -117,50 +152,133 @@ pub fn repositories() -> Result<Vec<String>, LayoutError> {
     Ok(found)
 }
 
-/// Manifests recorded as referring to `subject`.
+/// Manifests recorded as referring to `subject`, in the order of their digests.
 pub fn referrers(repo: &str, subject: &Digest) -> Result<Vec<Descriptor>, LayoutError> {
-    Ok(load::<Vec<Descriptor>>(&keys::referrers(repo, subject))?.0)
+    let mut out = Vec::new();
+    for (_, key) in referrer_entries(repo, subject)? {
+        match objects::get(&key, MAX_REFERRER_ENTRY_BYTES) {
+            Ok((bytes, _)) => match serde_json::from_slice::<Descriptor>(&bytes) {
+                Ok(d) => out.push(d),
+                Err(e) => return Err(LayoutError::Corrupt(format!("{key} is not valid: {e}"))),
+            },
+            // Removed since the listing.
+            Err(ObjectError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
+}
+
+/// The referrers recorded under `subject`, each with its entry's key.
+pub fn referrer_entries(
+    repo: &str,
+    subject: &Digest,
+) -> Result<Vec<(Digest, String)>, LayoutError> {
+    let prefix = keys::referrers(repo, subject);
+    let children = match objects::list_children(&prefix) {
+        Ok(c) => c,
+        Err(ObjectError::NotFound) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(children
+        .into_iter()
+        .filter(|c| !c.is_prefix)
+        .filter_map(|c| {
+            let d = keys::parse_referrer_entry(&c.name)?;
+            Some((d, format!("{prefix}{}", c.name)))
+        })
+        .collect())
+}
+
+/// Every subject in the repository that has referrer entries.
+pub fn subjects(repo: &str) -> Result<Vec<Digest>, LayoutError> {
+    let mut out = Vec::new();
+    for alg in [skiff_core::Algorithm::Sha256, skiff_core::Algorithm::Sha512] {
+        let prefix = keys::referrers_prefix(repo, alg.as_str());
+        let children = match objects::list_children(&prefix) {
+            Ok(c) => c,
+            Err(ObjectError::NotFound) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        out.extend(
+            children
+                .into_iter()
+                .filter(|c| c.is_prefix)
+                .filter_map(|c| format!("{}:{}", alg.as_str(), c.name).parse().ok()),
+        );
+    }
+    Ok(out)
+}
+
+/// How a referrer entry is written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Record {
+    /// Rewrite it (a push): its new version tells a gc pass that saw the
+    /// referrer's manifest missing that it is back.
+    Refresh,
+    /// Only if absent (gc recording what a foreign layout lists).
+    IfMissing,
 }
 
 /// List manifest `digest` (of `size` bytes) under its subject, if it has one,
-/// as the referrers API reports it: with its artifact type and annotations.
+/// as the referrers API reports it: with its artifact type and (capped)
+/// annotations. The version written, when something was.
 pub fn record_referrer(
     repo: &str,
     digest: &Digest,
     size: u64,
     m: &skiff_core::manifest::Manifest,
-) -> Result<(), LayoutError> {
+    how: Record,
+) -> Result<Option<String>, LayoutError> {
     let Some(subject) = &m.subject else {
-        return Ok(());
+        return Ok(None);
     };
     let mut desc = Descriptor::new(&m.media_type, &digest.to_string(), size);
     desc.artifact_type = m.artifact_type.clone();
-    desc.annotations = m.annotations.clone();
-    add_referrer(repo, subject, desc)
+    desc.annotations = capped_annotations(&m.annotations);
+    let bytes = serde_json::to_vec(&desc).map_err(|e| LayoutError::Corrupt(e.to_string()))?;
+    let when = match how {
+        Record::Refresh => Condition::Always,
+        Record::IfMissing => Condition::IfAbsent,
+    };
+    match objects::put(&keys::referrer_entry(repo, subject, digest), &bytes, &when) {
+        Ok(meta) => Ok(Some(meta.version)),
+        Err(ObjectError::PreconditionFailed) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
-pub fn add_referrer(repo: &str, subject: &Digest, desc: Descriptor) -> Result<(), LayoutError> {
-    update(
-        &keys::referrers(repo, subject),
-        |list: &mut Vec<Descriptor>| {
-            if list.iter().any(|d| d.digest == desc.digest) {
-                return Ok::<bool, LayoutError>(false);
-            }
-            list.push(desc.clone());
-            Ok(true)
-        },
-    )
-    .map(|_| ())
+/// The annotations that fit in `MAX_REFERRER_ANNOTATION_BYTES`, taken in key
+/// order; the rest are left out of the entry (the manifest keeps them all).
+fn capped_annotations(
+    all: &std::collections::BTreeMap<String, String>,
+) -> std::collections::BTreeMap<String, String> {
+    let mut budget = MAX_REFERRER_ANNOTATION_BYTES;
+    let mut kept = std::collections::BTreeMap::new();
+    for (k, v) in all {
+        let cost = k.len().saturating_add(v.len());
+        if cost <= budget {
+            budget -= cost;
+            kept.insert(k.clone(), v.clone());
+        }
+    }
+    kept
 }
 
-pub fn remove_referrer(repo: &str, subject: &Digest, digest: &str) -> Result<(), LayoutError> {
-    update(
-        &keys::referrers(repo, subject),
-        |list: &mut Vec<Descriptor>| {
-            let before = list.len();
-            list.retain(|d| d.digest != digest);
-            Ok::<bool, LayoutError>(list.len() != before)
-        },
-    )
-    .map(|_| ())
+/// Remove `referrer` from `subject`'s referrers; with `version`, only if the
+/// entry is still the one that was seen.
+pub fn remove_referrer(
+    repo: &str,
+    subject: &Digest,
+    referrer: &Digest,
+    version: Option<String>,
+) -> Result<(), LayoutError> {
+    let when = match version {
+        Some(v) => Condition::IfVersion(v),
+        None => Condition::Always,
+    };
+    match objects::delete(&keys::referrer_entry(repo, subject, referrer), &when) {
+        Ok(()) | Err(ObjectError::NotFound) | Err(ObjectError::PreconditionFailed) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }

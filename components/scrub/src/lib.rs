@@ -1,5 +1,6 @@
-//! Scrub: every blob reachable from a repository's manifests is hashed again
-//! and compared with the digest it is stored under. The hashing is the
+//! Scrub: every blob stored in a repository is hashed again and compared
+//! with the digest it is stored under, and every blob its manifests reach
+//! must be there. The hashing is the
 //! `objects` implementation's (natively on the host), so the bytes never
 //! enter this component.
 
@@ -17,7 +18,7 @@ mod bindings {
 }
 
 use bindings::exports::skiff::registry::scrub::{Damaged, Guest, Report};
-use skiff_core::Digest;
+use skiff_core::{Algorithm, Digest};
 use skiff_layout::{keys, meta, stat, walk, LayoutError, ObjectError};
 
 struct Scrub;
@@ -48,28 +49,35 @@ fn check(repo: &str) -> Result<Report, LayoutError> {
         .iter()
         .filter_map(|d| d.digest.parse::<Digest>().ok());
     let reached = walk::reach(repo, roots, true)?;
+    let missing = |d: &Digest| Damaged {
+        digest: d.to_string(),
+        actual: "missing".into(),
+    };
+    // What the manifests need must be there...
     for d in &reached.blobs {
-        let key = keys::blob(repo, d);
-        let Some(m) = stat(&key)? else {
-            report.damaged.push(Damaged {
-                digest: d.to_string(),
-                actual: "missing".into(),
-            });
-            continue;
-        };
-        report.blobs_checked += 1;
-        report.bytes_checked += m.size;
-        match skiff_layout::rehash(&key, d) {
-            Ok(hex) if hex == d.hex() => {}
-            Ok(hex) => report.damaged.push(Damaged {
-                digest: d.to_string(),
-                actual: format!("{}:{hex}", d.algorithm().as_str()),
-            }),
-            Err(ObjectError::NotFound) => report.damaged.push(Damaged {
-                digest: d.to_string(),
-                actual: "missing".into(),
-            }),
-            Err(e) => return Err(e.into()),
+        if stat(&keys::blob(repo, d))?.is_none() {
+            report.damaged.push(missing(d));
+        }
+    }
+    // ...and every stored blob must hold what its name says, reached or
+    // not: an unreferenced blob can still be pulled by digest, mounted into
+    // another repository, or reused by the next push.
+    for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+        for d in walk::list_digests(&keys::blobs_prefix(repo, alg.as_str()), alg.as_str())? {
+            let key = keys::blob(repo, &d);
+            let Some(m) = stat(&key)? else { continue };
+            report.blobs_checked += 1;
+            report.bytes_checked += m.size;
+            match skiff_layout::rehash(&key, &d) {
+                Ok(hex) if hex == d.hex() => {}
+                Ok(hex) => report.damaged.push(Damaged {
+                    digest: d.to_string(),
+                    actual: format!("{}:{hex}", d.algorithm().as_str()),
+                }),
+                // Deleted since the listing: nothing to check.
+                Err(ObjectError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     Ok(report)

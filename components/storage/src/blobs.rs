@@ -29,9 +29,26 @@ pub fn read(
     }
 }
 
+/// Delete a blob. A manifest that `index.json` lists is refused: deleting
+/// its bytes from under a tag would leave the tag answering 404; it goes
+/// through the manifests endpoint, which untags it too.
 pub fn delete(repo: &str, digest: &str) -> Result<(), Error> {
     let d = keys::digest(digest)?;
-    match objects::delete(&keys::blob(repo, &d)) {
+    if let Some(idx) = meta::index(repo)? {
+        let listed: Vec<&str> = idx
+            .manifests
+            .iter()
+            .filter(|m| m.digest == d.to_string())
+            .map(|m| m.tag().unwrap_or("(untagged)"))
+            .collect();
+        if !listed.is_empty() {
+            return Err(Error::InUse(format!(
+                "{d} is a manifest of {repo} (tags: {}); delete it with DELETE /v2/{repo}/manifests/{d}",
+                listed.join(", ")
+            )));
+        }
+    }
+    match objects::delete(&keys::blob(repo, &d), &Condition::Always) {
         Ok(()) => Ok(()),
         Err(ObjectError::NotFound) => Err(Error::BlobUnknown),
         Err(e) => Err(e.into()),
@@ -58,7 +75,9 @@ pub fn mount(repo: &str, digest: &str, from: &str) -> Result<u64, Error> {
         objects::copy(&src, key, &Condition::IfAbsent)
     }) {
         Ok(_) => Ok(size),
-        Err(ObjectError::NotFound) => Err(Error::BlobUnknown),
+        // Gone meanwhile, or damaged in the source: not mountable, so the
+        // client uploads it instead.
+        Err(ObjectError::NotFound) | Err(ObjectError::DigestMismatch(_)) => Err(Error::BlobUnknown),
         Err(e) => Err(e.into()),
     }
 }
@@ -95,12 +114,18 @@ pub fn store_once(
     Err(ObjectError::Io(format!("{digest}: conflicting writes")))
 }
 
-/// Publish a small blob (a manifest) from memory.
-pub fn put_small(repo: &str, digest: &skiff_core::Digest, bytes: &[u8]) -> Result<(), Error> {
+/// Publish a small blob (a manifest) from memory. The version written, if
+/// this call wrote it (so a failed push can take back exactly that).
+pub fn put_small(
+    repo: &str,
+    digest: &skiff_core::Digest,
+    bytes: &[u8],
+) -> Result<Option<String>, Error> {
+    let mut version = None;
     store_once(repo, digest, |key| {
-        objects::put(key, bytes, &Condition::IfAbsent).map(|_| ())
+        objects::put(key, bytes, &Condition::IfAbsent).map(|m| version = Some(m.version))
     })?;
-    Ok(())
+    Ok(version)
 }
 
 /// Mark a blob as in use now; false if the repository lacks it.

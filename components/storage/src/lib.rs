@@ -41,6 +41,7 @@ impl From<LayoutError> for Error {
     fn from(e: LayoutError) -> Self {
         match e {
             LayoutError::Object(o) => o.into(),
+            LayoutError::Contended(m) => Error::Busy(m),
             other => Error::Internal(other.to_string()),
         }
     }
@@ -52,6 +53,13 @@ impl From<ObjectError> for Error {
             ObjectError::NotFound => Error::Internal("object vanished".into()),
             ObjectError::PreconditionFailed => Error::Internal("conflicting write".into()),
             ObjectError::InvalidKey(k) => Error::Internal(format!("invalid object key {k}")),
+            ObjectError::Busy => Error::Busy("another request is writing the same object".into()),
+            ObjectError::TooLarge(n) => {
+                Error::Internal(format!("stored object too large ({n} bytes)"))
+            }
+            ObjectError::DigestMismatch(d) => {
+                Error::Internal(format!("stored content has digest {d}"))
+            }
             ObjectError::Io(m) => Error::Internal(m),
         }
     }

@@ -6,7 +6,6 @@ use crate::{blobs, keys, meta, Error};
 use skiff_core::layout::Descriptor;
 use skiff_core::manifest::{self, Kind};
 use skiff_core::{Digest, Reference};
-use skiff_layout::objects::{self, ObjectError};
 
 fn reference(s: &str) -> Result<Reference, Error> {
     s.parse()
@@ -86,14 +85,15 @@ pub fn put(
     // Order matters for crash safety: the bytes first, then the referrer
     // entry, then the index that makes the manifest reachable by tag.
     meta::ensure_layout(repo)?;
-    blobs::put_small(repo, &digest, &bytes)?;
-    meta::record_referrer(repo, &digest, bytes.len() as u64, &m)?;
-    let desc = Descriptor::new(&m.media_type, &digest.to_string(), bytes.len() as u64);
+    let size = bytes.len() as u64;
+    let blob_version = blobs::put_small(repo, &digest, &bytes)?;
+    let entry_version = meta::record_referrer(repo, &digest, size, &m, meta::Record::Refresh)?;
+    let desc = Descriptor::new(&m.media_type, &digest.to_string(), size);
     let mut all_tags: Vec<&str> = tags.iter().map(String::as_str).collect();
     if let Reference::Tag(t) = &target {
         all_tags.push(t.as_str());
     }
-    meta::update_index(repo, |idx| {
+    let indexed = meta::update_index(repo, |idx| {
         let before = idx.clone();
         if all_tags.is_empty() {
             idx.add_untagged(&desc);
@@ -102,7 +102,19 @@ pub fn put(
             idx.set_tag(t, &desc);
         }
         Ok(*idx != before)
-    })?;
+    });
+    if let Err(e) = indexed {
+        // Take back what this push wrote, and only that: a version that
+        // changed means a concurrent push of the same manifest wrote or
+        // touched it, and it is theirs now.
+        if let (Some(subject), Some(v)) = (&m.subject, entry_version) {
+            let _ = meta::remove_referrer(repo, subject, &digest, Some(v));
+        }
+        if let Some(v) = blob_version {
+            let _ = skiff_layout::remove_if(&keys::blob(repo, &digest), &v);
+        }
+        return Err(e);
+    }
     Ok(PutManifestResult {
         digest: digest.to_string(),
         subject: m.subject.map(|s| s.to_string()),
@@ -135,14 +147,11 @@ pub fn delete(repo: &str, reference_str: &str) -> Result<(), Error> {
             // manifest that is gone.
             if let Ok(m) = parsed {
                 if let Some(subject) = &m.subject {
-                    meta::remove_referrer(repo, subject, &d.to_string())?;
+                    meta::remove_referrer(repo, subject, &d, None)?;
                 }
             }
             meta::update_index(repo, |idx| Ok(idx.remove_digest(&d.to_string())))?;
-            match objects::delete(&keys::blob(repo, &d)) {
-                Ok(()) | Err(ObjectError::NotFound) => Ok(()),
-                Err(e) => Err(e.into()),
-            }
+            Ok(skiff_layout::remove(&keys::blob(repo, &d))?)
         }
     }
 }

@@ -5,7 +5,7 @@ use crate::bindings::exports::skiff::registry::store::Descriptor as WitDescripto
 use crate::{keys, Error};
 use skiff_core::layout::ImageIndex;
 use skiff_core::Tag;
-pub use skiff_layout::meta::{ensure_layout, record_referrer, remove_referrer};
+pub use skiff_layout::meta::{ensure_layout, record_referrer, remove_referrer, Record};
 
 /// The repository's index, or `None` if there is no such repository.
 pub fn index(repo: &str) -> Result<Option<ImageIndex>, Error> {

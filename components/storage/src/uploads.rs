@@ -1,22 +1,18 @@
 //! Upload sessions. A session is two objects: its bytes so far and a small
 //! state record, so any instance (or host) can continue it; nothing about an
-//! upload lives in instance memory. The bytes become a blob only by an atomic
-//! rename after their digest checks out, so a partial blob is never visible.
+//! upload lives in instance memory. The bytes become a blob only through
+//! `objects.publish`, which checks their digest and publishes them in one
+//! step that no concurrent append can slip into, so a blob never holds bytes
+//! that do not hash to its name and a partial blob is never visible.
 
-use crate::{blobs, keys, meta, Error};
-use serde::{Deserialize, Serialize};
-use skiff_core::{Algorithm, Digest};
+use crate::{keys, meta, Error};
+use skiff_core::Digest;
 use skiff_layout::objects::{self, Condition, ObjectError};
 use wasip2::io::streams::InputStream;
 
-#[derive(Serialize, Deserialize, Default)]
-struct State {
-    /// The sha256 of the first `hashed_size` bytes, when one write covered
-    /// them all (the common monolithic and single-PATCH cases), so finishing
-    /// need not read the upload again.
-    sha256: Option<String>,
-    hashed_size: u64,
-}
+/// The state record is a marker (`{}`): the session exists while it does.
+const STATE: &[u8] = b"{}";
+const MAX_STATE_BYTES: u64 = 4096;
 
 /// Upload ids are 32 lowercase hex characters; anything else names no upload
 /// (and so can never reach the key space as a path).
@@ -32,19 +28,13 @@ fn check_id(id: &str) -> Result<(), Error> {
     }
 }
 
-fn load_state(repo: &str, id: &str) -> Result<State, Error> {
+fn check_session(repo: &str, id: &str) -> Result<(), Error> {
     check_id(id)?;
-    match objects::get(&keys::upload_state(repo, id)) {
-        Ok((bytes, _)) => Ok(serde_json::from_slice(&bytes).unwrap_or_default()),
+    match objects::stat(&keys::upload_state(repo, id)) {
+        Ok(_) => Ok(()),
         Err(ObjectError::NotFound) => Err(Error::BlobUploadUnknown),
         Err(e) => Err(e.into()),
     }
-}
-
-fn save_state(repo: &str, id: &str, state: &State) -> Result<(), Error> {
-    let bytes = serde_json::to_vec(state).map_err(|e| Error::Internal(e.to_string()))?;
-    objects::put(&keys::upload_state(repo, id), &bytes, &Condition::Always)?;
-    Ok(())
 }
 
 fn data_size(repo: &str, id: &str) -> Result<u64, Error> {
@@ -55,14 +45,22 @@ fn data_size(repo: &str, id: &str) -> Result<u64, Error> {
     }
 }
 
+/// `storage.maxBlobSize`, which the host passes in the environment.
+fn max_blob_size() -> Option<u64> {
+    std::env::var("SKIFF_MAX_BLOB_SIZE").ok()?.parse().ok()
+}
+
 pub fn start(repo: &str) -> Result<String, Error> {
     let id = hex::encode(wasip2::random::random::get_random_bytes(16));
-    save_state(repo, &id, &State::default())?;
+    let key = keys::upload_state(repo, &id);
+    // The state record is read only to check it exists; keep it tiny.
+    debug_assert!(STATE.len() as u64 <= MAX_STATE_BYTES);
+    objects::put(&key, STATE, &Condition::IfAbsent)?;
     Ok(id)
 }
 
 pub fn offset(repo: &str, id: &str) -> Result<u64, Error> {
-    load_state(repo, id)?;
+    check_session(repo, id)?;
     data_size(repo, id)
 }
 
@@ -73,83 +71,103 @@ pub fn append(
     len: Option<u64>,
     src: &InputStream,
 ) -> Result<u64, Error> {
-    let mut state = load_state(repo, id)?;
+    check_session(repo, id)?;
     let current = data_size(repo, id)?;
     if let Some(s) = start {
         if s != current {
             return Err(Error::UploadOffset(current));
         }
     }
-    let written = match objects::write_from(&keys::upload_data(repo, id), current, src, len) {
+    // Read at most one byte past the limit, so an oversized body of
+    // unknown length is caught without storing more than that.
+    let mut limit = len;
+    let max = max_blob_size();
+    if let Some(max) = max {
+        let room = max.saturating_sub(current);
+        match len {
+            Some(n) if n > room => return Err(Error::BlobTooLarge(max)),
+            Some(_) => {}
+            None => limit = Some(room.saturating_add(1)),
+        }
+    }
+    let written = match objects::write_from(&keys::upload_data(repo, id), current, src, limit) {
         Ok(w) => w,
-        // Another request appended first.
-        Err(ObjectError::PreconditionFailed) => {
+        // Another request appended first, or is appending now.
+        Err(ObjectError::PreconditionFailed) | Err(ObjectError::Busy) => {
             return Err(Error::UploadOffset(data_size(repo, id)?))
         }
+        // Finished or cancelled while this request waited.
+        Err(ObjectError::NotFound) => return Err(Error::BlobUploadUnknown),
         Err(e) => return Err(e.into()),
     };
+    let got = written.size.saturating_sub(current);
+    if let Some(max) = max {
+        if written.size > max {
+            // The session can never be finished; drop it rather than keep
+            // bytes over the limit.
+            cancel(repo, id)?;
+            return Err(Error::BlobTooLarge(max));
+        }
+    }
     if let Some(expected) = len {
-        let got = written.size - current;
         if got != expected {
             return Err(Error::SizeInvalid(format!(
                 "Content-Length was {expected} but the body had {got} bytes"
             )));
         }
     }
-    // An empty write (a body of unknown length that had nothing in it)
-    // leaves the session as it was, remembered hash included.
-    if written.size != current && (written.sha256.is_some() || state.sha256.is_some()) {
-        state.sha256 = written.sha256;
-        state.hashed_size = written.size;
-        save_state(repo, id, &state)?;
-    }
     Ok(written.size)
 }
 
 pub fn finish(repo: &str, id: &str, digest: &str) -> Result<u64, Error> {
-    let state = load_state(repo, id)?;
+    check_session(repo, id)?;
     let want: Digest = keys::digest(digest)?;
     let data = keys::upload_data(repo, id);
-    let size = match objects::stat(&data) {
-        Ok(m) => m.size,
+    let publish = || {
+        objects::publish(
+            &data,
+            &keys::blob(repo, &want),
+            &skiff_layout::content(&want),
+        )
+    };
+    let published = match publish() {
+        // Nothing was ever appended: an empty blob.
         Err(ObjectError::NotFound) => {
-            // An empty blob: nothing was ever appended.
-            objects::put(&data, &[], &Condition::IfAbsent)?;
-            0
+            match objects::put(&data, &[], &Condition::IfAbsent) {
+                Ok(_) | Err(ObjectError::PreconditionFailed) => {}
+                Err(e) => return Err(e.into()),
+            }
+            publish()
         }
-        Err(e) => return Err(e.into()),
+        r => r,
     };
-    // The hash taken while writing serves when one write covered it all.
-    let actual = match state.sha256 {
-        Some(h) if state.hashed_size == size && want.algorithm() == Algorithm::Sha256 => h,
-        _ => skiff_layout::rehash(&data, &want)?,
-    };
-    if actual != want.hex() {
-        // The session is spent either way: a client retries with a new one.
-        cancel(repo, id)?;
-        return Err(Error::DigestInvalid(format!(
-            "content has digest {}:{actual}, not {want}",
-            want.algorithm().as_str()
-        )));
+    match published {
+        Ok(p) => {
+            // A repository that so far had only uploads becomes a layout
+            // once it holds a blob (not before: a refused upload leaves none).
+            meta::ensure_layout(repo)?;
+            skiff_layout::remove(&keys::upload_state(repo, id))?;
+            Ok(p.size)
+        }
+        Err(ObjectError::DigestMismatch(actual)) => {
+            // The session is spent either way: a client retries with a new one.
+            cancel(repo, id)?;
+            Err(Error::DigestInvalid(format!(
+                "content has digest {}:{actual}, not {want}",
+                want.algorithm().as_str()
+            )))
+        }
+        Err(ObjectError::Busy) => Err(Error::Busy(
+            "another request is still writing to this upload".into(),
+        )),
+        Err(ObjectError::NotFound) => Err(Error::BlobUploadUnknown),
+        Err(e) => Err(e.into()),
     }
-    meta::ensure_layout(repo)?;
-    let published = blobs::store_once(repo, &want, |key| {
-        objects::rename(&data, key, &Condition::IfAbsent)
-    })?;
-    if let blobs::Stored::AlreadyThere = published {
-        ignore_missing(objects::delete(&data))?;
-    }
-    ignore_missing(objects::delete(&keys::upload_state(repo, id)))?;
-    Ok(size)
 }
 
 pub fn cancel(repo: &str, id: &str) -> Result<(), Error> {
-    load_state(repo, id)?;
-    ignore_missing(objects::delete(&keys::upload_data(repo, id)))?;
-    ignore_missing(objects::delete(&keys::upload_state(repo, id)))?;
+    check_session(repo, id)?;
+    skiff_layout::remove(&keys::upload_data(repo, id))?;
+    skiff_layout::remove(&keys::upload_state(repo, id))?;
     Ok(())
-}
-
-fn ignore_missing(r: Result<(), ObjectError>) -> Result<(), Error> {
-    Ok(skiff_layout::ignore_missing(r)?)
 }

@@ -14,12 +14,12 @@
 use super::dedupe::DedupeCache;
 use super::keys::{content_digest, key_path, prefix_path};
 use crate::runtime::skiff::registry::objects::{
-    Child, Condition, HashAlgorithm, Meta, ObjectError, Written,
+    Child, Condition, Content, HashAlgorithm, Meta, ObjectError, Published, Written,
 };
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256, Sha512};
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -84,6 +84,55 @@ fn sync_dir(path: &Path) -> io::Result<()> {
     match path.parent() {
         Some(dir) => File::open(dir)?.sync_all(),
         None => Ok(()),
+    }
+}
+
+/// Whether `path` still names the file `f` has open. A publish or a
+/// compare-and-swap replaces or unlinks the name, never the open file, so a
+/// writer that waited for a lock checks this before it trusts what it opened.
+fn still_named(f: &File, path: &Path) -> io::Result<bool> {
+    let open = f.metadata()?;
+    match fs::metadata(path) {
+        Ok(named) => Ok(named.ino() == open.ino() && named.dev() == open.dev()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Take `f`'s exclusive lock (`flock`, so it holds across processes sharing
+/// the filesystem) without waiting: `busy` if another writer has it.
+fn try_lock(f: &File) -> Result<(), ObjectError> {
+    match f.try_lock() {
+        Ok(()) => Ok(()),
+        Err(TryLockError::WouldBlock) => Err(ObjectError::Busy),
+        Err(TryLockError::Error(e)) => Err(io_err(e)),
+    }
+}
+
+/// Open the object at `path` and lock it for a compare-and-swap: every
+/// replace or conditional delete of a key holds the lock of the file it
+/// replaces from its version check to its rename, so two processes cannot
+/// both swap against one version. `precondition-failed` if the object is
+/// gone or no longer at `version`.
+fn lock_version(path: &Path, version: &str) -> Result<File, ObjectError> {
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Err(ObjectError::PreconditionFailed),
+        Err(e) => return Err(io_err(e)),
+    };
+    // Held only for a stat and a rename, so waiting is brief.
+    f.lock().map_err(io_err)?;
+    let current = meta_of(&f.metadata().map_err(io_err)?).version;
+    if current != version || !still_named(&f, path).map_err(io_err)? {
+        return Err(ObjectError::PreconditionFailed);
+    }
+    Ok(f)
+}
+
+fn algorithm_of(d: &skiff_core::Digest) -> HashAlgorithm {
+    match d.algorithm() {
+        skiff_core::Algorithm::Sha256 => HashAlgorithm::Sha256,
+        skiff_core::Algorithm::Sha512 => HashAlgorithm::Sha512,
     }
 }
 
@@ -206,19 +255,20 @@ fn holds(path: &Path, digest: &str) -> io::Result<bool> {
     let d: skiff_core::Digest = digest
         .parse()
         .map_err(|e| io::Error::new(ErrorKind::InvalidInput, format!("{digest}: {e}")))?;
-    let algorithm = match d.algorithm() {
-        skiff_core::Algorithm::Sha256 => HashAlgorithm::Sha256,
-        skiff_core::Algorithm::Sha512 => HashAlgorithm::Sha512,
-    };
-    Ok(digest_file(path, algorithm)? == d.hex())
+    Ok(digest_file(path, algorithm_of(&d))? == d.hex())
 }
 
 /// The hex digest of a whole file.
 fn digest_file(path: &Path, algorithm: HashAlgorithm) -> io::Result<String> {
-    let mut f = File::open(path)?;
+    hash_open(&mut File::open(path)?, algorithm)
+}
+
+/// The hex digest of everything in an open file, from its start.
+fn hash_open(f: &mut File, algorithm: HashAlgorithm) -> io::Result<String> {
+    f.seek(SeekFrom::Start(0))?;
     match algorithm {
-        HashAlgorithm::Sha256 => hash_file::<Sha256>(&mut f),
-        HashAlgorithm::Sha512 => hash_file::<Sha512>(&mut f),
+        HashAlgorithm::Sha256 => hash_file::<Sha256>(f),
+        HashAlgorithm::Sha512 => hash_file::<Sha512>(f),
     }
 }
 
@@ -263,14 +313,25 @@ impl Disk {
         &self.locks[h % LOCK_STRIPES]
     }
 
-    pub async fn get(&self, key: &str) -> Result<(Vec<u8>, Meta), ObjectError> {
+    /// Read a small object whole, refusing one over `max` bytes before
+    /// anything is allocated for it.
+    pub async fn get(&self, key: &str, max: u64) -> Result<(Vec<u8>, Meta), ObjectError> {
         let path = self.path(key)?;
         blocking(move || {
             // Read and stat through one handle, so bytes and version agree.
-            let mut f = File::open(&path).map_err(io_err)?;
+            let f = File::open(&path).map_err(io_err)?;
             let md = f.metadata().map_err(io_err)?;
-            let mut buf = Vec::with_capacity(md.len() as usize);
-            f.read_to_end(&mut buf).map_err(io_err)?;
+            if md.len() > max {
+                return Err(ObjectError::TooLarge(md.len()));
+            }
+            let mut buf = Vec::with_capacity(usize::try_from(md.len()).unwrap_or(0));
+            // Bounded even if the file grows under us.
+            f.take(max.saturating_add(1))
+                .read_to_end(&mut buf)
+                .map_err(io_err)?;
+            if buf.len() as u64 > max {
+                return Err(ObjectError::TooLarge(buf.len() as u64));
+            }
             Ok((buf, meta_of(&md)))
         })
         .await
@@ -311,12 +372,19 @@ impl Disk {
             Condition::Always => self.publish_replace(&tmp, &path).await,
             Condition::IfAbsent => self.publish_new(&tmp, key).await,
             Condition::IfVersion(v) => {
+                // The in-process stripe keeps this process's writers of one
+                // key off the blocking pool; the file lock orders processes.
                 let _guard = self.lock_for(key).lock().await;
-                match self.stat(key).await {
-                    Ok(m) if m.version == v => self.publish_replace(&tmp, &path).await,
-                    Ok(_) | Err(ObjectError::NotFound) => Err(ObjectError::PreconditionFailed),
-                    Err(e) => Err(e),
-                }
+                let (tmp, path, commit) = (tmp.clone(), path.clone(), commit);
+                blocking(move || {
+                    let _locked = lock_version(&path, &v)?;
+                    fs::rename(&tmp, &path).map_err(io_err)?;
+                    if commit {
+                        sync_dir(&path).map_err(io_err)?;
+                    }
+                    Ok(())
+                })
+                .await
             }
         };
         let _ = fs::remove_file(&tmp);
@@ -400,12 +468,29 @@ impl Disk {
 
     /// Remove an object, then the directories it leaves empty (up to the
     /// root), so a repository emptied by deletes or gc leaves no trace.
-    pub async fn delete(&self, key: &str) -> Result<(), ObjectError> {
+    pub async fn delete(&self, key: &str, when: Condition) -> Result<(), ObjectError> {
         let path = self.path(key)?;
         self.forget_partial(key);
+        let _guard = match &when {
+            Condition::IfVersion(_) => Some(self.lock_for(key).lock().await),
+            Condition::Always => None,
+            Condition::IfAbsent => {
+                return Err(ObjectError::Io(
+                    "delete takes no if-absent condition".into(),
+                ))
+            }
+        };
         let (root, cache, key) = (self.root.clone(), self.dedupe.clone(), key.to_string());
+        let commit = self.commit;
         blocking(move || {
+            let _locked = match &when {
+                Condition::IfVersion(v) => Some(lock_version(&path, v)?),
+                _ => None,
+            };
             fs::remove_file(&path).map_err(io_err)?;
+            if commit {
+                sync_dir(&path).map_err(io_err)?;
+            }
             if let Some(cache) = cache {
                 if content_digest(&key).is_some() {
                     let _ = cache.forget(&key);
@@ -450,6 +535,9 @@ impl Disk {
     ) -> Result<Written, ObjectError> {
         let path = self.path(key)?;
         let commit = self.commit;
+        // The file stays locked until this write is done: the offset check
+        // and the append are one step, and `publish` (which takes the same
+        // lock) can never make these bytes a blob while more are coming.
         let mut file = blocking(move || {
             let open = || {
                 OpenOptions::new()
@@ -457,17 +545,21 @@ impl Disk {
                     .append(true)
                     .open(&path)
             };
-            let mut f = if offset == 0 {
+            let f = if offset == 0 {
                 in_dir(&path, open)
             } else {
                 open()
             }
             .map_err(io_err)?;
+            try_lock(&f)?;
+            // Published or cancelled between our open and our lock.
+            if !still_named(&f, &path).map_err(io_err)? {
+                return Err(ObjectError::NotFound);
+            }
             let len = f.metadata().map_err(io_err)?.len();
             if len != offset {
                 return Err(ObjectError::PreconditionFailed);
             }
-            f.seek(SeekFrom::End(0)).map_err(io_err)?;
             Ok(f)
         })
         .await?;
@@ -495,7 +587,9 @@ impl Disk {
             if let Some(h) = hasher.as_mut() {
                 h.update(&chunk);
             }
-            total += chunk.len() as u64;
+            total = total
+                .checked_add(chunk.len() as u64)
+                .ok_or_else(|| ObjectError::Io("upload size overflows".into()))?;
             buf.extend_from_slice(&chunk);
             if buf.len() >= CHUNK {
                 (file, buf) = write_chunk(file, buf).await?;
@@ -505,14 +599,18 @@ impl Disk {
             (file, _) = write_chunk(file, buf).await?;
         }
         if commit {
-            blocking(move || file.sync_all().map_err(io_err)).await?;
+            file = blocking(move || file.sync_all().map(|_| file).map_err(io_err)).await?;
         }
-        let size = offset + total;
+        let size = offset
+            .checked_add(total)
+            .ok_or_else(|| ObjectError::Io("upload size overflows".into()))?;
         let sha256 = hasher.map(|h| {
             let whole = hex::encode(h.clone().finalize());
             self.keep_partial(key, size, h);
             whole
         });
+        // Unlocked only now, with the hash state in place for `publish`.
+        drop(file);
         Ok(Written { size, sha256 })
     }
 
@@ -523,6 +621,14 @@ impl Disk {
             Some((hashed, state)) if hashed == size => Some(state),
             _ => None,
         }
+    }
+
+    /// Whatever hash state `key` has, with the size it covers.
+    fn take_partial_any(&self, key: &str) -> Option<(u64, Sha256)> {
+        self.partial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key)
     }
 
     fn keep_partial(&self, key: &str, size: u64, state: Sha256) {
@@ -628,23 +734,105 @@ impl Disk {
             .map_err(|_| ObjectError::Io("background hashing thread failed".into()))?
     }
 
-    pub async fn rename(&self, src: &str, dst: &str, when: Condition) -> Result<(), ObjectError> {
-        self.forget_partial(src);
+    /// The publish step of an upload (the WIT `publish`): check that `src`
+    /// hashes to `expected` and make it the blob `dst`, all under `src`'s
+    /// lock, so no append can land in between or afterwards.
+    pub async fn publish(
+        &self,
+        src: &str,
+        dst: &str,
+        expected: Content,
+    ) -> Result<Published, ObjectError> {
         let (from, to) = (self.path(src)?, self.path(dst)?);
+        let kept = self.take_partial_any(src);
         let commit = self.commit;
-        if commit {
-            let f = from.clone();
-            blocking(move || File::open(&f).and_then(|f| f.sync_all()).map_err(io_err)).await?;
-        }
-        match when {
-            Condition::Always => {
-                blocking(move || in_dir(&to, || fs::rename(&from, &to)).map_err(io_err)).await
+        let want = expected.hex.clone();
+        let staged = from.clone();
+        let (locked, size) = blocking(move || {
+            let mut f = File::open(&staged).map_err(io_err)?;
+            try_lock(&f)?;
+            if !still_named(&f, &staged).map_err(io_err)? {
+                return Err(ObjectError::NotFound);
             }
-            Condition::IfAbsent => self.publish_new(&from, dst).await,
-            Condition::IfVersion(_) => {
-                Err(ObjectError::Io("rename does not take a version".into()))
+            let size = f.metadata().map_err(io_err)?.len();
+            let actual = match (expected.algorithm, kept) {
+                (HashAlgorithm::Sha256, Some((hashed, h))) if hashed == size => {
+                    hex::encode(h.finalize())
+                }
+                (algorithm, _) => hash_open(&mut f, algorithm).map_err(io_err)?,
+            };
+            if actual != want {
+                return Err(ObjectError::DigestMismatch(actual));
             }
-        }
+            if commit {
+                f.sync_all().map_err(io_err)?;
+            }
+            Ok((f, size))
+        })
+        .await?;
+        let digest = format!(
+            "{}:{}",
+            match expected.algorithm {
+                HashAlgorithm::Sha256 => "sha256",
+                HashAlgorithm::Sha512 => "sha512",
+            },
+            expected.hex
+        );
+        let result = match self.publish_new(&from, dst).await {
+            Ok(()) => Ok(Published {
+                size,
+                existed: false,
+            }),
+            Err(ObjectError::PreconditionFailed) => {
+                self.keep_or_repair(from, to, dst, digest, size).await
+            }
+            Err(e) => Err(e),
+        };
+        // `src` is unlinked by now (or left for the caller on an error), so
+        // an append that waited for the lock finds its name gone.
+        drop(locked);
+        result
+    }
+
+    /// `dst` exists while an upload of the same content finishes: keep it if
+    /// it holds that content (touched, as the push reuses it), otherwise it
+    /// was damaged on disk and the verified upload replaces it atomically.
+    async fn keep_or_repair(
+        &self,
+        from: PathBuf,
+        to: PathBuf,
+        dst: &str,
+        digest: String,
+        size: u64,
+    ) -> Result<Published, ObjectError> {
+        let (commit, cache, key) = (self.commit, self.dedupe.clone(), dst.to_string());
+        blocking(move || {
+            let intact = match fs::metadata(&to) {
+                Ok(md) if md.len() == size => holds(&to, &digest).map_err(io_err)?,
+                Ok(_) => false,
+                Err(e) if e.kind() == ErrorKind::NotFound => false,
+                Err(e) => return Err(io_err(e)),
+            };
+            if intact {
+                touch(&to);
+                let _ = fs::remove_file(&from);
+                return Ok(Published {
+                    size,
+                    existed: true,
+                });
+            }
+            tracing::warn!(
+                key,
+                "replacing a damaged stored copy with a verified upload"
+            );
+            in_dir(&to, || fs::rename(&from, &to)).map_err(io_err)?;
+            published(cache.as_deref(), &key, &to, commit)?;
+            Ok(Published {
+                size,
+                existed: false,
+            })
+        })
+        .await
     }
 
     /// Give `dst` the bytes of `src`, which may live in another store (a
@@ -660,11 +848,21 @@ impl Disk {
             return Err(ObjectError::Io("copy only creates new objects".into()));
         }
         let to = self.path(dst)?;
+        // A blob key promises its content: check what is copied against it,
+        // so a copy can never spread bytes that rotted (or were never right).
+        let digest: Option<skiff_core::Digest> = content_digest(dst).and_then(|d| d.parse().ok());
         if !self.dedupe() {
             let staged = temp_name(&to);
             let (from, tmp, commit) = (src.clone(), staged.clone(), self.commit);
-            blocking(move || {
-                in_dir(&tmp, || fs::copy(&from, &tmp)).map_err(io_err)?;
+            let check = digest.clone();
+            let copied = blocking(move || {
+                let hex =
+                    in_dir(&tmp, || copy_hashing(&from, &tmp, check.as_ref())).map_err(io_err)?;
+                if let (Some(d), Some(hex)) = (&check, hex) {
+                    if hex != d.hex() {
+                        return Err(ObjectError::DigestMismatch(hex));
+                    }
+                }
                 if commit {
                     File::open(&tmp)
                         .and_then(|f| f.sync_all())
@@ -672,15 +870,28 @@ impl Disk {
                 }
                 Ok(())
             })
-            .await?;
-            let r = self.publish_new(&staged, dst).await;
+            .await;
+            let r = match copied {
+                Ok(()) => self.publish_new(&staged, dst).await,
+                Err(e) => Err(e),
+            };
             let _ = fs::remove_file(&staged);
             return r;
         }
         let (commit, cache, key) = (self.commit, self.dedupe.clone(), dst.to_string());
         blocking(move || {
+            if let Some(d) = &digest {
+                let actual = digest_file(&src, algorithm_of(d)).map_err(io_err)?;
+                if actual != d.hex() {
+                    return Err(ObjectError::DigestMismatch(actual));
+                }
+            }
             create_from(&src, &to, commit)?;
             touch(&to);
+            if commit {
+                // The linked file may come from a store that never synced it.
+                File::open(&to).and_then(|f| f.sync_all()).map_err(io_err)?;
+            }
             published(cache.as_deref(), &key, &to, commit)
         })
         .await
@@ -797,6 +1008,36 @@ fn collect_blobs(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> io
         }
     }
     Ok(())
+}
+
+/// Copy `from` to a new file `to`, hashing on the way with the algorithm of
+/// `digest` when one is given; the hex digest of what was copied.
+fn copy_hashing(
+    from: &Path,
+    to: &Path,
+    digest: Option<&skiff_core::Digest>,
+) -> io::Result<Option<String>> {
+    let mut src = File::open(from)?;
+    let mut dst = OpenOptions::new().write(true).create_new(true).open(to)?;
+    let mut h256 = Sha256::new();
+    let mut h512 = Sha512::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = src.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        match digest.map(|d| d.algorithm()) {
+            Some(skiff_core::Algorithm::Sha256) => h256.update(&buf[..n]),
+            Some(skiff_core::Algorithm::Sha512) => h512.update(&buf[..n]),
+            None => {}
+        }
+        dst.write_all(&buf[..n])?;
+    }
+    Ok(digest.map(|d| match d.algorithm() {
+        skiff_core::Algorithm::Sha256 => hex::encode(h256.finalize()),
+        skiff_core::Algorithm::Sha512 => hex::encode(h512.finalize()),
+    }))
 }
 
 fn client_gone(e: StreamError) -> ObjectError {

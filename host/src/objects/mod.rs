@@ -13,7 +13,7 @@ mod keys;
 pub use disk::Disk;
 
 use crate::runtime::skiff::registry::objects::{
-    Child, Condition, HashAlgorithm, Host, Meta, ObjectError, Written,
+    Child, Condition, Content, HashAlgorithm, Host, Meta, ObjectError, Published, Written,
 };
 use crate::runtime::{Ctx, Priority};
 use std::sync::Arc;
@@ -77,8 +77,8 @@ fn stream<'a, T: 'static>(
 }
 
 impl Host for Ctx {
-    async fn get(&mut self, key: String) -> Result<(Vec<u8>, Meta), ObjectError> {
-        self.objects.disk_for(&key).get(&key).await
+    async fn get(&mut self, key: String, max_size: u64) -> Result<(Vec<u8>, Meta), ObjectError> {
+        self.objects.disk_for(&key).get(&key, max_size).await
     }
 
     async fn put(
@@ -94,8 +94,8 @@ impl Host for Ctx {
         self.objects.disk_for(&key).stat(&key).await
     }
 
-    async fn delete(&mut self, key: String) -> Result<(), ObjectError> {
-        self.objects.disk_for(&key).delete(&key).await
+    async fn delete(&mut self, key: String, when: Condition) -> Result<(), ObjectError> {
+        self.objects.disk_for(&key).delete(&key, when).await
     }
 
     async fn list_children(&mut self, prefix: String) -> Result<Vec<Child>, ObjectError> {
@@ -146,14 +146,17 @@ impl Host for Ctx {
         }
     }
 
-    async fn rename(
+    async fn publish(
         &mut self,
         src: String,
         dst: String,
-        when: Condition,
-    ) -> Result<(), ObjectError> {
+        expected: Content,
+    ) -> Result<Published, ObjectError> {
         // An upload and its blob belong to one repository, so to one store.
-        self.objects.disk_for(&dst).rename(&src, &dst, when).await
+        self.objects
+            .disk_for(&dst)
+            .publish(&src, &dst, expected)
+            .await
     }
 
     async fn copy(&mut self, src: String, dst: String, when: Condition) -> Result<(), ObjectError> {
