@@ -445,3 +445,51 @@ fn max_blob_size_is_enforced() {
     // Only the session still open (its bytes and state) remains.
     assert_eq!(left.len(), 2, "{left:?}");
 }
+
+#[test]
+fn referrer_lists_of_earlier_versions_are_migrated() {
+    let reg = Registry::start();
+    let (subject, sd) = reg.push_image("old/app", "v1", "subject");
+    let cd = reg.push_blob("old/app", b"{}");
+    let referrer = |n: &str| {
+        let mut m: serde_json::Value = serde_json::from_slice(&image_manifest(
+            &cd,
+            2,
+            &[],
+            Some((&sd, subject.len())),
+            Some("application/vnd.example.sbom"),
+        ))
+        .unwrap();
+        m["annotations"] = serde_json::json!({ "n": n });
+        serde_json::to_vec(&m).unwrap()
+    };
+    let first = referrer("1");
+    let r = reg.put_manifest("old/app", &sha256(&first), OCI_MANIFEST, &first);
+    assert_eq!(r.status, 201);
+    // Rewrite its entry the way earlier versions stored referrers: one JSON
+    // list at the subject's key.
+    let dir = reg.root().join(format!("old/app/.referrers/sha256/{}", hex_of(&sd)));
+    assert!(dir.is_dir());
+    std::fs::remove_dir_all(&dir).unwrap();
+    let legacy = serde_json::json!([{
+        "mediaType": OCI_MANIFEST, "digest": sha256(&first), "size": first.len(),
+        "artifactType": "application/vnd.example.sbom", "annotations": {"n": "1"},
+    }]);
+    std::fs::write(&dir, legacy.to_string()).unwrap();
+
+    let list = reg.get(&format!("/v2/old/app/referrers/{sd}")).json();
+    assert_eq!(list["manifests"].as_array().unwrap().len(), 1, "{list}");
+    let second = referrer("2");
+    let r = reg.put_manifest("old/app", &sha256(&second), OCI_MANIFEST, &second);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let list = reg.get(&format!("/v2/old/app/referrers/{sd}")).json();
+    let mut ns: Vec<&str> = list["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["annotations"]["n"].as_str().unwrap())
+        .collect();
+    ns.sort();
+    assert_eq!(ns, ["1", "2"], "{list}");
+    assert!(dir.is_dir(), "the list became entries");
+}

@@ -154,6 +154,7 @@ pub fn repositories() -> Result<Vec<String>, LayoutError> {
 
 /// Manifests recorded as referring to `subject`, in the order of their digests.
 pub fn referrers(repo: &str, subject: &Digest) -> Result<Vec<Descriptor>, LayoutError> {
+    migrate_legacy_list(repo, subject)?;
     let mut out = Vec::new();
     for (_, key) in referrer_entries(repo, subject)? {
         match objects::get(&key, MAX_REFERRER_ENTRY_BYTES) {
@@ -200,14 +201,57 @@ pub fn subjects(repo: &str) -> Result<Vec<Digest>, LayoutError> {
             Err(ObjectError::NotFound) => continue,
             Err(e) => return Err(e.into()),
         };
-        out.extend(
-            children
-                .into_iter()
-                .filter(|c| c.is_prefix)
-                .filter_map(|c| format!("{}:{}", alg.as_str(), c.name).parse().ok()),
-        );
+        for c in children {
+            let Ok(subject) = format!("{}:{}", alg.as_str(), c.name).parse::<Digest>() else {
+                continue;
+            };
+            if !c.is_prefix {
+                migrate_legacy_list(repo, &subject)?;
+            }
+            out.push(subject);
+        }
     }
     Ok(out)
+}
+
+/// Before entries, skiff kept a subject's referrers as one JSON list at the
+/// key the entries now live under. Turn such a list into entries: read it,
+/// remove it (the entries' prefix cannot exist beside it), write its
+/// entries. A crash in between loses only derived data: gc records every
+/// referrer that `index.json` lists again on its next pass.
+fn migrate_legacy_list(repo: &str, subject: &Digest) -> Result<(), LayoutError> {
+    let prefix = keys::referrers(repo, subject);
+    let legacy = prefix.trim_end_matches('/');
+    let (list, version) = match load::<Vec<Descriptor>>(legacy, MAX_INDEX_BYTES) {
+        Ok((_, None)) => return Ok(()),
+        Ok((list, Some(v))) => (list, v),
+        // Unreadable: drop it, gc rebuilds from index.json.
+        Err(LayoutError::Corrupt(_)) => (Vec::new(), String::new()),
+        Err(e) => return Err(e),
+    };
+    let when = if version.is_empty() {
+        Condition::Always
+    } else {
+        Condition::IfVersion(version)
+    };
+    match objects::delete(legacy, &when) {
+        // Another request migrated it first; its entries are being written.
+        Ok(()) | Err(ObjectError::NotFound) | Err(ObjectError::PreconditionFailed) => {}
+        Err(e) => return Err(e.into()),
+    }
+    for mut desc in list {
+        let Ok(referrer) = desc.digest.parse::<Digest>() else {
+            continue;
+        };
+        desc.annotations = capped_annotations(&desc.annotations);
+        let bytes = serde_json::to_vec(&desc).map_err(|e| LayoutError::Corrupt(e.to_string()))?;
+        let key = keys::referrer_entry(repo, subject, &referrer);
+        match objects::put(&key, &bytes, &Condition::IfAbsent) {
+            Ok(_) | Err(ObjectError::PreconditionFailed) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// How a referrer entry is written.
@@ -233,6 +277,7 @@ pub fn record_referrer(
     let Some(subject) = &m.subject else {
         return Ok(None);
     };
+    migrate_legacy_list(repo, subject)?;
     let mut desc = Descriptor::new(&m.media_type, &digest.to_string(), size);
     desc.artifact_type = m.artifact_type.clone();
     desc.annotations = capped_annotations(&m.annotations);

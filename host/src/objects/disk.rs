@@ -321,6 +321,10 @@ impl Disk {
             // Read and stat through one handle, so bytes and version agree.
             let f = File::open(&path).map_err(io_err)?;
             let md = f.metadata().map_err(io_err)?;
+            // A directory is a prefix of keys, not an object.
+            if md.is_dir() {
+                return Err(ObjectError::NotFound);
+            }
             if md.len() > max {
                 return Err(ObjectError::TooLarge(md.len()));
             }
