@@ -430,6 +430,16 @@ fn malformed_requests_are_refused_cleanly() {
             .header("Content-Range", "0_4")
             .body(b"01234".to_vec())
             .then(blob_absent(b"01234")),
+        // 2^64 bytes, which no length can say: once wrapped to a length of 0,
+        // which `Content-Length: 0` matched (202). Refused as a malformed range is.
+        case("Content-Range of 2^64 bytes", "PATCH", "/v2/good/blobs/uploads/{upload}", 400, "BLOB_UPLOAD_INVALID")
+            .header("Content-Type", "application/octet-stream")
+            .header("Content-Range", "0-18446744073709551615")
+            .header("Content-Length", "0"),
+        case("PUT with a Content-Range of 2^64 bytes", "PUT", format!("/v2/good/blobs/uploads/{{upload}}?digest={}", sha256(b"01234")), 400, "BLOB_UPLOAD_INVALID")
+            .header("Content-Range", "0-18446744073709551615")
+            .body(b"01234".to_vec())
+            .then(blob_absent(b"01234")),
         case("PUT with out-of-order Content-Range", "PUT", format!("/v2/good/blobs/uploads/{{upload}}?digest={}", sha256(b"01234")), 416, "RANGE_INVALID")
             .header("Content-Range", "3-7")
             .body(b"01234".to_vec())
