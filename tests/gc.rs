@@ -459,6 +459,14 @@ fn stress_upload(reg: &Registry, st: &Stats, repo: &str, bytes: &[u8]) -> Option
         }
         true
     };
+    // The Location of a session's answer; a missing one is a failure.
+    let location = |kind: &str, r: &Resp| -> Option<String> {
+        let loc = r.header("location").map(str::to_string);
+        if loc.is_none() {
+            st.fail(format!("{kind} {what}: {} without a Location", r.status));
+        }
+        loc
+    };
     // A new session's Location.
     let start = || -> Option<String> {
         let r = reg
@@ -467,7 +475,7 @@ fn stress_upload(reg: &Registry, st: &Stats, repo: &str, bytes: &[u8]) -> Option
         if !st.check("upload-start", &r, 202, &what) {
             return None;
         }
-        Some(r.header("location")?.to_string())
+        location("upload-start", &r)
     };
     let mut rng = rand::rng();
     match rng.random_range(0..3) {
@@ -504,7 +512,7 @@ fn stress_upload(reg: &Registry, st: &Stats, repo: &str, bytes: &[u8]) -> Option
                     return None;
                 }
                 at += part.len();
-                loc = r.header("location")?.to_string();
+                loc = location("upload-patch", &r)?;
             }
             let r = reg.close_upload(&loc, &d).send();
             (st.check("upload-put", &r, 201, &what) && done(&r)).then_some(d)
