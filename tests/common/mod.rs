@@ -448,15 +448,54 @@ impl Resp {
             .filter_map(|l| l.split_once(':'))
             .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
             .collect();
-        let body = if head {
-            Vec::new()
-        } else {
-            raw[split + 4..].to_vec()
-        };
-        Resp {
+        // Every request says `Connection: close`, so the body is whatever
+        // follows the head (no response here is chunked: see below).
+        let body = raw[split + 4..].to_vec();
+        let resp = Resp {
             status,
             headers,
             body,
+        };
+        resp.check_framing(head);
+        resp
+    }
+
+    /// The body read must be the body announced: for HEAD none at all, else
+    /// exactly `Content-Length` bytes (a short or long body fails the test).
+    fn check_framing(&self, head: bool) {
+        let lengths = self.header_all("content-length");
+        assert!(
+            lengths.len() <= 1,
+            "{} response with several Content-Length headers: {lengths:?}",
+            self.status
+        );
+        assert!(
+            self.header("transfer-encoding").is_none(),
+            "{} response with Transfer-Encoding {:?}: this client does not decode it",
+            self.status,
+            self.header("transfer-encoding")
+        );
+        if head {
+            assert!(
+                self.body.is_empty(),
+                "HEAD answered {} with {} bytes of body: {:?}",
+                self.status,
+                self.body.len(),
+                String::from_utf8_lossy(&self.body[..self.body.len().min(200)])
+            );
+            return;
+        }
+        if let Some(len) = lengths.first() {
+            let len: usize = len.parse().unwrap_or_else(|e| {
+                panic!("{} response: Content-Length {len:?}: {e}", self.status)
+            });
+            assert_eq!(
+                self.body.len(),
+                len,
+                "{} response: Content-Length says {len} bytes, the body read has {}",
+                self.status,
+                self.body.len()
+            );
         }
     }
 

@@ -228,10 +228,36 @@ mod tests {
         // Bad digest in a layer.
         let bad = image("").replace(D2, "sha256:nothex");
         assert!(parse(bad.as_bytes(), None).is_err());
-        // Unknown media type.
-        assert!(parse(br#"{"schemaVersion":2,"config":{}}"#, Some("text/plain")).is_err());
         // Negative size.
         let neg = image("").replace(r#""size":1"#, r#""size":-1"#);
         assert!(parse(neg.as_bytes(), None).is_err());
+    }
+
+    #[test]
+    fn rejects_unknown_media_type() {
+        const UNKNOWN: &str = "application/vnd.example.unknown+json";
+        let assert_refused_for_media_type = |body: &str, header: Option<&str>| {
+            let err = parse(body.as_bytes(), header)
+                .expect_err("a manifest of an unknown media type must be refused");
+            assert_eq!(
+                err.0,
+                format!("unsupported manifest media type {UNKNOWN}"),
+                "refused for another reason: {body}"
+            );
+        };
+        // The complete image manifest that `image_manifest` parses, its
+        // mediaType (in the body, then in the header alone) the one change.
+        let known = image("");
+        assert!(parse(known.as_bytes(), Some(OCI_MANIFEST)).is_ok());
+        let in_body = known.replace(OCI_MANIFEST, UNKNOWN);
+        assert_ne!(in_body, known);
+        assert_refused_for_media_type(&in_body, None);
+        assert_refused_for_media_type(&in_body, Some(UNKNOWN));
+        let no_media_type = known.replace(&format!(r#""mediaType":"{OCI_MANIFEST}","#), "");
+        assert!(!no_media_type.contains(OCI_MANIFEST));
+        assert!(parse(no_media_type.as_bytes(), Some(OCI_MANIFEST)).is_ok());
+        assert_refused_for_media_type(&no_media_type, Some(UNKNOWN));
+        // A parameter on the header does not hide the type.
+        assert_refused_for_media_type(&no_media_type, Some(&format!("{UNKNOWN}; charset=utf-8")));
     }
 }

@@ -9,8 +9,10 @@ pub struct Span {
 }
 
 impl Span {
-    pub fn last(&self) -> u64 {
-        self.start + self.len - 1
+    /// The offset of the span's last byte; `None` for an empty span or one
+    /// whose end lies past `u64::MAX`.
+    pub fn last(&self) -> Option<u64> {
+        self.start.checked_add(self.len.checked_sub(1)?)
     }
 }
 
@@ -47,37 +49,42 @@ pub fn resolve_range(header: Option<&str>, size: u64) -> RangeAnswer {
             s.parse().ok()
         }
     };
-    let span = match (a.trim().is_empty(), b.trim().is_empty()) {
-        // bytes=-N: the last N bytes.
-        (true, false) => match num(b) {
-            Some(n) if n > 0 && size > 0 => {
-                let len = n.min(size);
-                Some(Span {
-                    start: size - len,
+    let span = || -> Option<Span> {
+        let span = match (a.trim().is_empty(), b.trim().is_empty()) {
+            // bytes=-N: the last N bytes.
+            (true, false) => {
+                let len = num(b)?.min(size);
+                Span {
+                    start: size.checked_sub(len)?,
                     len,
-                })
+                }
             }
-            _ => None,
-        },
-        // bytes=A-: from A to the end.
-        (false, true) => match num(a) {
-            Some(start) if start < size => Some(Span {
-                start,
-                len: size - start,
-            }),
-            _ => None,
-        },
-        // bytes=A-B, B clamped to the end.
-        (false, false) => match (num(a), num(b)) {
-            (Some(start), Some(end)) if start <= end && start < size => Some(Span {
-                start,
-                len: end.min(size - 1) - start + 1,
-            }),
-            _ => None,
-        },
-        (true, true) => None,
+            // bytes=A-: from A to the end.
+            (false, true) => {
+                let start = num(a)?;
+                Span {
+                    start,
+                    len: size.checked_sub(start)?,
+                }
+            }
+            // bytes=A-B, B clamped to the end.
+            (false, false) => {
+                let (start, end) = (num(a)?, num(b)?);
+                if start > end {
+                    return None;
+                }
+                let last = end.min(size.checked_sub(1)?);
+                Span {
+                    start,
+                    len: last.checked_sub(start)?.checked_add(1)?,
+                }
+            }
+            (true, true) => return None,
+        };
+        // Nothing to serve (`bytes=-0`, a start at or past the end) is unsatisfiable.
+        (span.len > 0).then_some(span)
     };
-    span.map_or(RangeAnswer::Unsatisfiable, RangeAnswer::Partial)
+    span().map_or(RangeAnswer::Unsatisfiable, RangeAnswer::Partial)
 }
 
 /// Parse an upload chunk's `Content-Range: <start>-<end>` (inclusive; a
@@ -94,10 +101,10 @@ pub fn parse_chunk_range(h: &str) -> Option<Span> {
         return None;
     }
     let (start, end): (u64, u64) = (a.parse().ok()?, b.parse().ok()?);
-    (end >= start).then(|| Span {
-        start,
-        len: end - start + 1,
-    })
+    // `end` is inclusive, so `0-18446744073709551615` spans 2^64 bytes, one
+    // more than a length can say: refused rather than wrapped to 0.
+    let len = end.checked_sub(start)?.checked_add(1)?;
+    Some(Span { start, len })
 }
 
 /// The `Range` header of an upload session holding `size` bytes.
@@ -164,7 +171,94 @@ mod tests {
         assert_eq!(parse_chunk_range("9-0"), None);
         assert_eq!(parse_chunk_range("x-1"), None);
         assert_eq!(parse_chunk_range("1"), None);
+        assert_eq!(parse_chunk_range("5-5"), Some(Span { start: 5, len: 1 }));
         assert_eq!(upload_range_header(0), "0-0");
         assert_eq!(upload_range_header(10), "0-9");
+    }
+
+    const MAX: u64 = u64::MAX;
+
+    #[test]
+    fn chunk_range_lengths_do_not_wrap() {
+        // 2^64 bytes: one more than a u64 length holds. This used to wrap to
+        // a length of 0 and match `Content-Length: 0`.
+        assert_eq!(parse_chunk_range("0-18446744073709551615"), None);
+        assert_eq!(parse_chunk_range("bytes=0-18446744073709551615"), None);
+        assert_eq!(parse_chunk_range("bytes 0-18446744073709551615"), None);
+        // The longest and the last spans a u64 can say are still ranges.
+        assert_eq!(
+            parse_chunk_range("1-18446744073709551615"),
+            Some(Span { start: 1, len: MAX })
+        );
+        assert_eq!(
+            parse_chunk_range("18446744073709551615-18446744073709551615"),
+            Some(Span { start: MAX, len: 1 })
+        );
+        // Numbers past u64 are not numbers.
+        assert_eq!(parse_chunk_range("0-18446744073709551616"), None);
+        assert_eq!(
+            parse_chunk_range("18446744073709551616-18446744073709551617"),
+            None
+        );
+        assert_eq!(parse_chunk_range("18446744073709551615-0"), None);
+    }
+
+    #[test]
+    fn span_last_is_checked() {
+        assert_eq!(Span { start: 0, len: 10 }.last(), Some(9));
+        assert_eq!(Span { start: 7, len: 1 }.last(), Some(7));
+        assert_eq!(Span { start: 1, len: MAX }.last(), Some(MAX));
+        assert_eq!(Span { start: MAX, len: 1 }.last(), Some(MAX));
+        assert_eq!(Span { start: MAX, len: 2 }.last(), None);
+        assert_eq!(Span { start: 2, len: MAX }.last(), None);
+        assert_eq!(Span { start: 5, len: 0 }.last(), None);
+    }
+
+    #[test]
+    fn get_ranges_at_the_limits() {
+        assert_eq!(
+            resolve_range(Some("bytes=0-18446744073709551615"), 10),
+            p(0, 10)
+        );
+        assert_eq!(
+            resolve_range(Some("bytes=-18446744073709551615"), 10),
+            p(0, 10)
+        );
+        assert_eq!(
+            resolve_range(Some("bytes=9-18446744073709551615"), 10),
+            p(9, 1)
+        );
+        for bad in [
+            "bytes=18446744073709551615-",
+            "bytes=18446744073709551615-18446744073709551615",
+            "bytes=0-18446744073709551616",
+            "bytes=18446744073709551616-",
+            "bytes=-18446744073709551616",
+        ] {
+            assert_eq!(
+                resolve_range(Some(bad), 10),
+                RangeAnswer::Unsatisfiable,
+                "{bad}"
+            );
+        }
+        // A blob as large as a u64 can say.
+        assert_eq!(resolve_range(Some("bytes=0-"), MAX), p(0, MAX));
+        assert_eq!(resolve_range(Some("bytes=-1"), MAX), p(MAX - 1, 1));
+        assert_eq!(
+            resolve_range(Some("bytes=0-18446744073709551615"), MAX),
+            p(0, MAX)
+        );
+        assert_eq!(
+            resolve_range(Some("bytes=18446744073709551614-"), MAX),
+            p(MAX - 1, 1)
+        );
+        assert_eq!(
+            resolve_range(Some("bytes=18446744073709551615-"), MAX),
+            RangeAnswer::Unsatisfiable
+        );
+        // Nothing can be served from an empty blob.
+        for h in ["bytes=0-0", "bytes=-1", "bytes=0-18446744073709551615"] {
+            assert_eq!(resolve_range(Some(h), 0), RangeAnswer::Unsatisfiable, "{h}");
+        }
     }
 }
