@@ -1239,7 +1239,9 @@ fn referrers_api() {
         "schemaVersion": 2,
         "mediaType": OCI_INDEX,
         "artifactType": "application/vnd.example.bundle",
-        "manifests": [{"mediaType": OCI_MANIFEST, "digest": ad, "size": a.len()}],
+        // It lists the subject itself, so the referrer `ad` deleted below is
+        // no index's child (an index's children cannot be deleted alone).
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": sd, "size": subject.len()}],
         "subject": {"mediaType": OCI_MANIFEST, "digest": sd, "size": subject.len()},
     }))
     .unwrap();

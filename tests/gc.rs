@@ -318,30 +318,6 @@ fn wait_gc_pass(reg: &Registry, repos: u64) -> GcCounters {
     now
 }
 
-/// Make a file `by` older: set its modification time back, as time would.
-fn age_file(path: &Path, by: Duration) {
-    let f = std::fs::File::options()
-        .write(true)
-        .open(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let t = f.metadata().unwrap().modified().unwrap() - by;
-    f.set_modified(t)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(std::fs::metadata(path).unwrap().modified().unwrap(), t);
-}
-
-/// Age every regular file under `dir` (there must be one).
-fn age_files_under(dir: &Path, by: Duration) {
-    let files = files_under(dir);
-    assert!(!files.is_empty(), "nothing to age in {}", dir.display());
-    for f in files {
-        age_file(&dir.join(f), by);
-    }
-}
-
-/// Older than any delay these tests configure.
-const LONG_AGO: Duration = Duration::from_secs(2 * 3600);
-
 /// What one `skiff gc` pass removed in one repository, as its table says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 struct GcRow {

@@ -468,7 +468,9 @@ fn referrer_lists_of_earlier_versions_are_migrated() {
     assert_eq!(r.status, 201);
     // Rewrite its entry the way earlier versions stored referrers: one JSON
     // list at the subject's key.
-    let dir = reg.root().join(format!("old/app/.referrers/sha256/{}", hex_of(&sd)));
+    let dir = reg
+        .root()
+        .join(format!("old/app/.referrers/sha256/{}", hex_of(&sd)));
     assert!(dir.is_dir());
     std::fs::remove_dir_all(&dir).unwrap();
     let legacy = serde_json::json!([{

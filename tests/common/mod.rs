@@ -534,3 +534,27 @@ impl Resp {
             .to_string()
     }
 }
+
+/// Make a file `by` older: set its modification time back, as time would.
+pub fn age_file(path: &Path, by: Duration) {
+    let f = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let t = f.metadata().unwrap().modified().unwrap() - by;
+    f.set_modified(t)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(std::fs::metadata(path).unwrap().modified().unwrap(), t);
+}
+
+/// Age every regular file under `dir` (there must be one).
+pub fn age_files_under(dir: &Path, by: Duration) {
+    let files = files_under(dir);
+    assert!(!files.is_empty(), "nothing to age in {}", dir.display());
+    for f in files {
+        age_file(&dir.join(f), by);
+    }
+}
+
+/// Older than any delay these tests configure.
+pub const LONG_AGO: Duration = Duration::from_secs(2 * 3600);

@@ -40,15 +40,28 @@ impl fmt::Display for ManifestError {
     }
 }
 
+/// One descriptor a manifest refers through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ref {
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: Option<String>,
+    /// The descriptor names `urls` to fetch it from elsewhere (a
+    /// non-distributable layer, such as a Windows base layer): the
+    /// repository need not hold it.
+    pub external: bool,
+}
+
 /// What a pushed manifest is and refers to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     pub media_type: String,
     pub kind: Kind,
-    /// Config and layers of an image manifest (must exist in the repository).
-    pub blobs: Vec<Digest>,
+    /// Config and layers of an image manifest (must exist in the repository,
+    /// with the size they are given, unless `external`).
+    pub blobs: Vec<Ref>,
     /// Manifests an index lists.
-    pub children: Vec<Digest>,
+    pub children: Vec<Ref>,
     pub subject: Option<Digest>,
     /// `artifactType`, or for an image manifest without one its config's media type,
     /// as the referrers API reports it.
@@ -62,6 +75,8 @@ struct RawDescriptor {
     media_type: Option<String>,
     digest: String,
     size: i64,
+    #[serde(default)]
+    urls: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -78,13 +93,19 @@ struct RawManifest {
     annotations: BTreeMap<String, String>,
 }
 
-fn descriptor_digest(d: &RawDescriptor, what: &str) -> Result<Digest, ManifestError> {
-    if d.size < 0 {
-        return Err(ManifestError(format!("{what} has a negative size")));
-    }
-    d.digest
+fn descriptor_ref(d: &RawDescriptor, what: &str) -> Result<Ref, ManifestError> {
+    let size =
+        u64::try_from(d.size).map_err(|_| ManifestError(format!("{what} has a negative size")))?;
+    let digest = d
+        .digest
         .parse()
-        .map_err(|e| ManifestError(format!("{what}: {e}")))
+        .map_err(|e| ManifestError(format!("{what}: {e}")))?;
+    Ok(Ref {
+        digest,
+        size,
+        media_type: d.media_type.clone(),
+        external: !d.urls.is_empty(),
+    })
 }
 
 /// Parse a manifest pushed with `content_type` (the request's `Content-Type`).
@@ -117,7 +138,7 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Manifest, Manif
     let subject = raw
         .subject
         .as_ref()
-        .map(|s| descriptor_digest(s, "subject"))
+        .map(|s| descriptor_ref(s, "subject").map(|r| r.digest))
         .transpose()?;
     let mut blobs = Vec::new();
     let mut children = Vec::new();
@@ -128,7 +149,7 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Manifest, Manif
                 .config
                 .as_ref()
                 .ok_or_else(|| ManifestError("image manifest without config".into()))?;
-            blobs.push(descriptor_digest(config, "config")?);
+            blobs.push(descriptor_ref(config, "config")?);
             if artifact_type.is_none() {
                 artifact_type = config.media_type.clone();
             }
@@ -137,7 +158,7 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Manifest, Manif
                 .as_ref()
                 .ok_or_else(|| ManifestError("image manifest without layers".into()))?;
             for l in layers {
-                blobs.push(descriptor_digest(l, "layer")?);
+                blobs.push(descriptor_ref(l, "layer")?);
             }
         }
         Kind::Index => {
@@ -146,7 +167,7 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Manifest, Manif
                 .as_ref()
                 .ok_or_else(|| ManifestError("index without manifests".into()))?;
             for m in manifests {
-                children.push(descriptor_digest(m, "manifest")?);
+                children.push(descriptor_ref(m, "manifest")?);
             }
         }
     }
@@ -197,6 +218,30 @@ mod tests {
         assert_eq!(m.subject.unwrap().to_string(), D2);
         assert_eq!(m.artifact_type.as_deref(), Some("application/x-sig"));
         assert_eq!(m.annotations["a"], "b");
+    }
+
+    #[test]
+    fn the_recorded_media_type_decides_the_kind() {
+        // An image manifest without mediaType but with a stray `manifests`
+        // field: the header it was pushed with says what it is.
+        let body =
+            image(r#","manifests":[]"#).replace(&format!(r#""mediaType":"{OCI_MANIFEST}","#), "");
+        let m = parse(body.as_bytes(), Some(OCI_MANIFEST)).unwrap();
+        assert_eq!(m.kind, Kind::Image);
+        assert_eq!(m.blobs.len(), 2);
+        assert_eq!(m.blobs[1].size, 1);
+        assert!(!m.blobs[1].external);
+    }
+
+    #[test]
+    fn external_layers() {
+        let body = image("").replace(
+            r#""size":1}"#,
+            r#""size":1,"urls":["https://example.com/layer"]}"#,
+        );
+        let m = parse(body.as_bytes(), None).unwrap();
+        assert!(m.blobs[1].external);
+        assert!(!m.blobs[0].external);
     }
 
     #[test]

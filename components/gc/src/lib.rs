@@ -24,7 +24,7 @@ mod retention;
 
 use bindings::exports::skiff::registry::gc::{Guest, Policy, Report};
 use skiff_core::layout::ImageIndex;
-use skiff_core::{manifest, Algorithm, Digest};
+use skiff_core::{Algorithm, Digest};
 use skiff_layout::{keys, meta, objects, remove_if, stat, walk, LayoutError};
 use std::collections::BTreeSet;
 
@@ -90,7 +90,7 @@ fn collect(repo: &str, policy: &Policy) -> Result<Report, LayoutError> {
         for subject in meta::subjects(repo)? {
             let listed = meta::referrers(repo, &subject)?
                 .into_iter()
-                .filter_map(|d| d.digest.parse::<Digest>().ok());
+                .filter_map(|d| Some((d.digest.parse::<Digest>().ok()?, Some(d.media_type))));
             let more = walk::reach(repo, listed, true)?;
             reached.manifests.extend(more.manifests);
             reached.blobs.extend(more.blobs);
@@ -150,11 +150,9 @@ fn collect(repo: &str, policy: &Policy) -> Result<Report, LayoutError> {
 
     // Re-read the index: a manifest pushed since the mark may reuse an old blob.
     if let Some((fresh, _)) = meta::index(repo)? {
-        let new_roots = fresh
-            .manifests
-            .iter()
-            .filter_map(|d| d.digest.parse::<Digest>().ok())
-            .filter(|d| !reached.manifests.contains(d));
+        let new_roots = walk::roots_of(&fresh.manifests)
+            .into_iter()
+            .filter(|(d, _)| !reached.manifests.contains(d));
         let more = walk::reach(repo, new_roots, true)?;
         reached.manifests.extend(more.manifests);
         reached.blobs.extend(more.blobs);
@@ -173,12 +171,13 @@ fn roots(
     policy: &Policy,
     doomed_tags: &[(String, String)],
     now: u64,
-) -> Result<Vec<Digest>, LayoutError> {
+) -> Result<Vec<walk::Root>, LayoutError> {
     let mut out = Vec::new();
     for d in &idx.manifests {
         let Ok(digest) = d.digest.parse::<Digest>() else {
             continue;
         };
+        let media_type = Some(d.media_type.as_str());
         let keep = match d.tag() {
             Some(t) => !doomed_tags.iter().any(|(dt, _)| dt == t),
             // Young manifests stay. One whose file is missing is not young:
@@ -190,11 +189,11 @@ fn roots(
             }
             None if policy.delete_untagged => false,
             // zot's deleteReferrers holds whatever deleteUntagged says.
-            None if policy.delete_referrers => !lost_subject(repo, &digest)?,
+            None if policy.delete_referrers => !lost_subject(repo, &digest, media_type)?,
             None => true,
         };
         if keep {
-            out.push(digest);
+            out.push((digest, Some(d.media_type.clone())));
         }
     }
     Ok(out)
@@ -207,28 +206,20 @@ fn index_referrers(repo: &str, idx: &ImageIndex) -> Result<(), LayoutError> {
         let Ok(digest) = d.digest.parse::<Digest>() else {
             continue;
         };
-        let Some(bytes) = walk::read_manifest(repo, &digest)? else {
-            continue;
-        };
-        if let Ok(m) = manifest::parse(&bytes, None) {
-            meta::record_referrer(
-                repo,
-                &digest,
-                bytes.len() as u64,
-                &m,
-                meta::Record::IfMissing,
-            )?;
+        if let Some((m, size)) = walk::parse_stored(repo, &digest, Some(&d.media_type))? {
+            meta::record_referrer(repo, &digest, size, &m, meta::Record::IfMissing)?;
         }
     }
     Ok(())
 }
 
 /// Whether the manifest has a subject the repository no longer holds.
-fn lost_subject(repo: &str, digest: &Digest) -> Result<bool, LayoutError> {
-    let Some(bytes) = walk::read_manifest(repo, digest)? else {
-        return Ok(false);
-    };
-    match manifest::parse(&bytes, None).ok().and_then(|m| m.subject) {
+fn lost_subject(
+    repo: &str,
+    digest: &Digest,
+    media_type: Option<&str>,
+) -> Result<bool, LayoutError> {
+    match walk::parse_stored(repo, digest, media_type)?.and_then(|(m, _)| m.subject) {
         Some(subject) => Ok(stat(&keys::blob(repo, &subject))?.is_none()),
         None => Ok(false),
     }

@@ -14,6 +14,38 @@ pub struct Reached {
     pub manifests: BTreeSet<Digest>,
     /// Every blob: configs, layers and the manifests themselves.
     pub blobs: BTreeSet<Digest>,
+    /// Layers the manifests say live elsewhere (`urls`): the repository
+    /// may lack them.
+    pub external: BTreeSet<Digest>,
+}
+
+/// A manifest to walk from, with the media type it was recorded with (in
+/// `index.json`, in its parent index, or in its referrer entry).
+pub type Root = (Digest, Option<String>);
+
+/// The roots `index.json` lists, each with its recorded media type.
+pub fn roots_of(descriptors: &[skiff_core::layout::Descriptor]) -> Vec<Root> {
+    descriptors
+        .iter()
+        .filter_map(|d| Some((d.digest.parse().ok()?, Some(d.media_type.clone()))))
+        .collect()
+}
+
+/// A stored manifest parsed as what it was pushed as: the media type
+/// recorded for it decides its kind, exactly as at push (a body without
+/// `mediaType` is otherwise ambiguous). `None` if it is missing or is no
+/// manifest.
+pub fn parse_stored(
+    repo: &str,
+    d: &Digest,
+    media_type: Option<&str>,
+) -> Result<Option<(manifest::Manifest, u64)>, LayoutError> {
+    let Some(bytes) = read_manifest(repo, d)? else {
+        return Ok(None);
+    };
+    Ok(manifest::parse(&bytes, media_type)
+        .ok()
+        .map(|m| (m, bytes.len() as u64)))
 }
 
 /// Follow `roots` through indexes to their manifests and through image
@@ -21,26 +53,29 @@ pub struct Reached {
 /// manifest's referrers are reached too (and theirs, and so on).
 pub fn reach(
     repo: &str,
-    roots: impl IntoIterator<Item = Digest>,
+    roots: impl IntoIterator<Item = Root>,
     with_referrers: bool,
 ) -> Result<Reached, LayoutError> {
     let mut r = Reached::default();
-    let mut pending: Vec<Digest> = roots.into_iter().collect();
-    while let Some(d) = pending.pop() {
+    let mut pending: Vec<Root> = roots.into_iter().collect();
+    while let Some((d, media_type)) = pending.pop() {
         if !r.manifests.insert(d.clone()) {
             continue;
         }
         r.blobs.insert(d.clone());
-        if let Some(bytes) = read_manifest(repo, &d)? {
-            if let Ok(m) = manifest::parse(&bytes, None) {
-                r.blobs.extend(m.blobs);
-                pending.extend(m.children);
+        if let Some((m, _)) = parse_stored(repo, &d, media_type.as_deref())? {
+            for b in m.blobs {
+                if b.external {
+                    r.external.insert(b.digest.clone());
+                }
+                r.blobs.insert(b.digest);
             }
+            pending.extend(m.children.into_iter().map(|c| (c.digest, c.media_type)));
         }
         if with_referrers {
             for referrer in meta::referrers(repo, &d)? {
                 if let Ok(rd) = referrer.digest.parse::<Digest>() {
-                    pending.push(rd);
+                    pending.push((rd, Some(referrer.media_type)));
                 }
             }
         }

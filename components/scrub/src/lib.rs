@@ -44,19 +44,26 @@ fn check(repo: &str) -> Result<Report, LayoutError> {
     let Some((idx, _)) = meta::index(repo)? else {
         return Ok(report);
     };
-    let roots = idx
-        .manifests
-        .iter()
-        .filter_map(|d| d.digest.parse::<Digest>().ok());
-    let reached = walk::reach(repo, roots, true)?;
-    let missing = |d: &Digest| Damaged {
-        digest: d.to_string(),
-        actual: "missing".into(),
-    };
+    // An entry that names no valid digest leaves its tag unservable.
+    for d in &idx.manifests {
+        if d.digest.parse::<Digest>().is_err() {
+            report.damaged.push(Damaged {
+                digest: d.digest.clone(),
+                actual: format!(
+                    "index.json lists an invalid digest (tag {})",
+                    d.tag().unwrap_or("none")
+                ),
+            });
+        }
+    }
+    let reached = walk::reach(repo, walk::roots_of(&idx.manifests), true)?;
     // What the manifests need must be there...
-    for d in &reached.blobs {
+    for d in reached.blobs.difference(&reached.external) {
         if stat(&keys::blob(repo, d))?.is_none() {
-            report.damaged.push(missing(d));
+            report.damaged.push(Damaged {
+                digest: d.to_string(),
+                actual: "missing".into(),
+            });
         }
     }
     // ...and every stored blob must hold what its name says, reached or

@@ -66,8 +66,8 @@ pub fn mount(repo: &str, digest: &str, from: &str) -> Result<u64, Error> {
     if repo == from {
         // In use from now on (it may be old and unreferenced).
         return match touch(repo, &d)? {
-            true => Ok(size),
-            false => Err(Error::BlobUnknown),
+            Some(_) => Ok(size),
+            None => Err(Error::BlobUnknown),
         };
     }
     meta::ensure_layout(repo)?;
@@ -128,11 +128,11 @@ pub fn put_small(
     Ok(version)
 }
 
-/// Mark a blob as in use now; false if the repository lacks it.
-pub fn touch(repo: &str, digest: &skiff_core::Digest) -> Result<bool, Error> {
+/// Mark a blob as in use now; its size, or `None` if the repository lacks it.
+pub fn touch(repo: &str, digest: &skiff_core::Digest) -> Result<Option<u64>, Error> {
     match objects::touch(&keys::blob(repo, digest)) {
-        Ok(_) => Ok(true),
-        Err(ObjectError::NotFound) => Ok(false),
+        Ok(m) => Ok(Some(m.size)),
+        Err(ObjectError::NotFound) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }

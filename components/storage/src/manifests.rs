@@ -3,9 +3,10 @@
 
 use crate::bindings::exports::skiff::registry::store::{Manifest, PutManifestResult};
 use crate::{blobs, keys, meta, Error};
-use skiff_core::layout::Descriptor;
+use skiff_core::layout::{Descriptor, ImageIndex};
 use skiff_core::manifest::{self, Kind};
 use skiff_core::{Digest, Reference};
+use skiff_layout::walk;
 
 fn reference(s: &str) -> Result<Reference, Error> {
     s.parse()
@@ -69,17 +70,27 @@ pub fn put(
     };
     let content_type = (!media_type.is_empty()).then_some(media_type);
     let m = manifest::parse(&bytes, content_type).map_err(|e| Error::ManifestInvalid(e.0))?;
-    // The blobs must exist; touching them also tells garbage collection they
-    // are in use from now on, even if they were unreferenced until this push.
+    // The blobs must exist, with the sizes the manifest gives them (a client
+    // that checks sizes would fail the pull); touching them also tells
+    // garbage collection they are in use from now on, even if they were
+    // unreferenced until this push. A layer with `urls` lives elsewhere.
     if m.kind == Kind::Image {
         for b in &m.blobs {
-            if !blobs::touch(repo, b)? {
-                return Err(Error::ManifestBlobUnknown(b.to_string()));
+            match blobs::touch(repo, &b.digest)? {
+                Some(size) if size == b.size => {}
+                Some(size) => {
+                    return Err(Error::ManifestInvalid(format!(
+                        "{} is {size} bytes, but the manifest says {}",
+                        b.digest, b.size
+                    )))
+                }
+                None if b.external => {}
+                None => return Err(Error::ManifestBlobUnknown(b.digest.to_string())),
             }
         }
     }
     for child in &m.children {
-        blobs::touch(repo, child)?;
+        blobs::touch(repo, &child.digest)?;
     }
 
     // Order matters for crash safety: the bytes first, then the referrer
@@ -121,6 +132,48 @@ pub fn put(
     })
 }
 
+/// A manifest that an index of the repository lists cannot be deleted on
+/// its own: the index (and every tag on it) would break. The index goes
+/// first. (A subject of referrers can be: its referrers are orphaned and
+/// gc removes them as `deleteReferrers` says.)
+fn refuse_if_a_child(repo: &str, idx: &ImageIndex, d: &Digest) -> Result<(), Error> {
+    let others: Vec<walk::Root> = walk::roots_of(&idx.manifests)
+        .into_iter()
+        .filter(|(r, _)| r != d)
+        .collect();
+    if !walk::reach(repo, others.iter().cloned(), false)?
+        .manifests
+        .contains(d)
+    {
+        return Ok(());
+    }
+    // Name a top-level index that lists it directly, when one does.
+    let parent = others.iter().find_map(|(r, media_type)| {
+        let (m, _) = walk::parse_stored(repo, r, media_type.as_deref()).ok()??;
+        m.children.iter().any(|c| &c.digest == d).then_some(r)
+    });
+    let tags: Vec<&str> = parent
+        .map(|p| {
+            idx.manifests
+                .iter()
+                .filter(|m| m.digest == p.to_string())
+                .filter_map(|m| m.tag())
+                .collect()
+        })
+        .unwrap_or_default();
+    Err(Error::InUse(match parent {
+        Some(p) => format!(
+            "{d} is listed by the index {p} (tags: {}); delete that index first",
+            if tags.is_empty() {
+                "none".to_string()
+            } else {
+                tags.join(", ")
+            }
+        ),
+        None => format!("{d} is listed by an index in {repo}; delete that index first"),
+    }))
+}
+
 pub fn delete(repo: &str, reference_str: &str) -> Result<(), Error> {
     match reference(reference_str)? {
         Reference::Tag(t) => {
@@ -137,12 +190,14 @@ pub fn delete(repo: &str, reference_str: &str) -> Result<(), Error> {
         }
         Reference::Digest(d) => {
             let bytes = read_blob(repo, &d)?.ok_or(Error::ManifestUnknown)?;
-            let parsed = manifest::parse(&bytes, None);
+            let idx = meta::index(repo)?.unwrap_or_default();
+            let listed = idx.by_digest(&d.to_string()).map(|x| x.media_type.clone());
+            let parsed = manifest::parse(&bytes, listed.as_deref());
             // A layer or config is no manifest: it is not deleted from here.
-            let listed = meta::index(repo)?.is_some_and(|i| i.by_digest(&d.to_string()).is_some());
-            if !listed && parsed.is_err() {
+            if listed.is_none() && parsed.is_err() {
                 return Err(Error::ManifestUnknown);
             }
+            refuse_if_a_child(repo, &idx, &d)?;
             // The referrer entry goes first so the referrers API never lists a
             // manifest that is gone.
             if let Ok(m) = parsed {
