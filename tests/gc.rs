@@ -33,6 +33,8 @@ fn gc_every(delay: &'static str, interval: &'static str) -> impl FnOnce(&mut Val
     move |cfg| {
         cfg["storage"]["gcDelay"] = json!(delay);
         cfg["storage"]["gcInterval"] = json!(interval);
+        // Retention's own delay (24 hours unless set) follows the gc delay here.
+        cfg["storage"]["retention"]["delay"] = json!(delay);
     }
 }
 
@@ -887,6 +889,7 @@ fn registry_for_gc_passes() -> Registry {
     Registry::start_with(|cfg| {
         cfg["storage"]["gc"] = json!(false);
         cfg["storage"]["gcDelay"] = json!("1h");
+        cfg["storage"]["retention"]["delay"] = json!("1h");
     })
 }
 
@@ -993,9 +996,9 @@ fn untagged_manifests_go_after_the_delay() {
     // Nothing here is as old as the delay until it is aged by hand.
     let reg = Registry::start_with(|cfg| {
         gc_every("1h", "1s")(cfg);
-        cfg["storage"]["retention"] = json!({"policies": [
+        cfg["storage"]["retention"]["policies"] = json!([
             {"repositories": ["keep/**"], "deleteUntagged": false},
-        ]});
+        ]);
     });
     let repo = "untag/app";
     // Pushed by digest, never tagged.
@@ -1092,12 +1095,12 @@ fn referrers_of_missing_subjects_are_collected() {
     let _machine = shared();
     let reg = Registry::start_with(|cfg| {
         gc_every("2s", "1s")(cfg);
-        cfg["storage"]["retention"] = json!({"policies": [
+        cfg["storage"]["retention"]["policies"] = json!([
             // Untagged manifests stay, but referrers of lost subjects still go.
             {"repositories": ["refs/keepuntagged"], "deleteUntagged": false},
             // Referrers stay whatever became of their subject.
             {"repositories": ["refs/keepreferrers"], "deleteReferrers": false},
-        ]});
+        ]);
     });
     let mut survivors = Vec::new();
     let mut doomed = Vec::new();
@@ -1187,10 +1190,11 @@ fn keep_tags_retention_keeps_the_most_recent() {
     let _machine = shared();
     let reg = Registry::start_with(|cfg| {
         cfg["storage"]["gcDelay"] = json!("0s");
-        cfg["storage"]["retention"] = json!({"policies": [
+        cfg["storage"]["retention"]["delay"] = json!("0s");
+        cfg["storage"]["retention"]["policies"] = json!([
             {"repositories": ["ret/**"],
              "keepTags": [{"patterns": ["^v"], "mostRecentlyPushedCount": 2}]},
-        ]});
+        ]);
     });
     let repo = "ret/app";
     let mut pushed = BTreeMap::new();
@@ -1301,7 +1305,10 @@ fn tool(name: &str, args: &[&str]) -> String {
 #[test]
 fn layout_made_by_skopeo_is_collected_correctly() {
     let _machine = shared();
-    let reg = Registry::start_with(|cfg| cfg["storage"]["gcDelay"] = json!("0s"));
+    let reg = Registry::start_with(|cfg| {
+        cfg["storage"]["gcDelay"] = json!("0s");
+        cfg["storage"]["retention"]["delay"] = json!("0s");
+    });
     let work = tempfile::tempdir().unwrap();
     let layer = tar_layer(work.path(), b"hello from a foreign layout\n");
     let src = push_image_with(&reg, "src/app", "1.0", &[layer], None);
@@ -1649,6 +1656,7 @@ fn referrers_of_a_foreign_layout_survive_gc() {
         // No background passes: the one `skiff gc` below is the only one.
         cfg["storage"]["gc"] = json!(false);
         cfg["storage"]["gcDelay"] = json!("0s");
+        cfg["storage"]["retention"]["delay"] = json!("0s");
     });
     let repo = "foreign/refs";
     let subject = small_image(&reg, repo, "v1");

@@ -46,6 +46,11 @@ pub struct StoreConfig {
     pub gc_delay: Duration,
     pub gc_interval: Duration,
     pub retention: Vec<RetentionPolicy>,
+    /// `retention.dryRun`: gc reports what it would remove and removes nothing.
+    pub retention_dry_run: bool,
+    /// `retention.delay`: no tag or untagged manifest younger than this is
+    /// removed by retention (zot's default, 24 hours).
+    pub retention_delay: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -66,12 +71,20 @@ pub struct RetentionPolicy {
     pub keep_tags: Option<Vec<KeepTags>>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// zot's `keepTags` rule. Of the tags matching `patterns`, those that meet
+/// any of the criteria are kept; with no criteria, all of them.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct KeepTags {
     /// Regular expressions; empty matches every tag.
     pub patterns: Vec<String>,
-    /// Of the matching tags, keep only this many most recently pushed.
+    /// The this-many most recently pushed.
     pub most_recently_pushed_count: Option<u32>,
+    /// The this-many most recently pulled.
+    pub most_recently_pulled_count: Option<u32>,
+    /// Those pulled within this long.
+    pub pulled_within: Option<Duration>,
+    /// Those pushed within this long.
+    pub pushed_within: Option<Duration>,
 }
 
 impl StoreConfig {
@@ -84,6 +97,8 @@ impl StoreConfig {
             gc_delay: Duration::from_secs(3600),
             gc_interval: Duration::from_secs(3600),
             retention: Vec::new(),
+            retention_dry_run: false,
+            retention_delay: Duration::from_secs(24 * 3600),
         }
     }
 
@@ -236,6 +251,7 @@ impl Config {
                 }
             }
         }
+        check_roots_apart(&cfg)?;
         if let Some(v) = lookup(&root, "storage.maxBlobSize") {
             cfg.max_blob_size = Some(parse_size(v, "storage.maxBlobSize")?);
         }
@@ -308,12 +324,88 @@ fn parse_store(obj: &Map<String, Value>, at: &str, base: &StoreConfig) -> Result
             bail!("{at}.gcInterval: must be more than zero");
         }
     }
-    if let Some(Value::Object(r)) = obj.get("retention") {
+    if let Some(r) = obj.get("retention") {
+        let r = r
+            .as_object()
+            .with_context(|| format!("{at}.retention: expected an object"))?;
+        only_keys(
+            r,
+            &format!("{at}.retention"),
+            &["dryRun", "delay", "policies"],
+        )?;
+        if let Some(b) = r.get("dryRun") {
+            s.retention_dry_run = b
+                .as_bool()
+                .with_context(|| format!("{at}.retention.dryRun: expected true or false"))?;
+        }
+        if let Some(v) = r.get("delay") {
+            s.retention_delay = parse_duration(v, &format!("{at}.retention.delay"))?;
+        }
         if let Some(p) = r.get("policies") {
             s.retention = parse_policies(p, &format!("{at}.retention.policies"))?;
         }
     }
     Ok(s)
+}
+
+/// No store's root may lie inside another's (or be the same): the outer
+/// store would see the inner one's repositories as its own, list them in
+/// its catalog and collect them under its own gc policy.
+fn check_roots_apart(cfg: &Config) -> Result<()> {
+    let key = |prefix: Option<&str>| match prefix {
+        None => "storage.rootDirectory".to_string(),
+        Some(p) => format!("storage.subPaths./{p}.rootDirectory"),
+    };
+    let roots: Vec<(String, PathBuf)> = cfg
+        .stores()
+        .map(|(prefix, s)| (key(prefix), lexical_absolute(&s.root_directory)))
+        .collect();
+    for (i, (ka, a)) in roots.iter().enumerate() {
+        for (kb, b) in &roots[i + 1..] {
+            if a.starts_with(b) || b.starts_with(a) {
+                bail!(
+                    "{ka} ({}) and {kb} ({}) overlap: each store needs a directory of its own",
+                    a.display(),
+                    b.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `p` made absolute and rid of `.` and `..` without touching the
+/// filesystem (the directories may not exist yet).
+fn lexical_absolute(p: &Path) -> PathBuf {
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    };
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Retention decides what is deleted: a key skiff does not act on must not
+/// be dropped silently (a misspelt `repositories` would widen a policy to
+/// every repository), so any other key is an error.
+fn only_keys(obj: &Map<String, Value>, at: &str, known: &[&str]) -> Result<()> {
+    match obj.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => bail!(
+            "{at}.{k}: not a key skiff knows here (known: {}); refusing to guess what it should keep",
+            known.join(", ")
+        ),
+        None => Ok(()),
+    }
 }
 
 fn parse_policies(v: &Value, at: &str) -> Result<Vec<RetentionPolicy>> {
@@ -326,6 +418,16 @@ fn parse_policies(v: &Value, at: &str) -> Result<Vec<RetentionPolicy>> {
         let o = p
             .as_object()
             .with_context(|| format!("{at}: expected an object"))?;
+        only_keys(
+            o,
+            &at,
+            &[
+                "repositories",
+                "deleteReferrers",
+                "deleteUntagged",
+                "keepTags",
+            ],
+        )?;
         let strings = |v: &Value, key: &str| -> Result<Vec<String>> {
             v.as_array()
                 .and_then(|a| a.iter().map(|s| s.as_str().map(String::from)).collect())
@@ -352,6 +454,34 @@ fn parse_policies(v: &Value, at: &str) -> Result<Vec<RetentionPolicy>> {
                 let mut parsed = Vec::new();
                 for (j, r) in rules.iter().enumerate() {
                     let rat = format!("{at}.keepTags[{j}]");
+                    let r = r
+                        .as_object()
+                        .with_context(|| format!("{rat}: expected an object"))?;
+                    only_keys(
+                        r,
+                        &rat,
+                        &[
+                            "patterns",
+                            "mostRecentlyPushedCount",
+                            "mostRecentlyPulledCount",
+                            "pulledWithin",
+                            "pushedWithin",
+                        ],
+                    )?;
+                    let count = |k: &str| -> Result<Option<u32>> {
+                        r.get(k)
+                            .map(|n| {
+                                n.as_u64()
+                                    .and_then(|n| u32::try_from(n).ok())
+                                    .with_context(|| format!("{rat}.{k}: expected a count"))
+                            })
+                            .transpose()
+                    };
+                    let within = |k: &str| -> Result<Option<Duration>> {
+                        r.get(k)
+                            .map(|v| parse_duration(v, &format!("{rat}.{k}")))
+                            .transpose()
+                    };
                     let patterns = match r.get("patterns") {
                         Some(p) => strings(p, &format!("{rat}.patterns"))?,
                         None => Vec::new(),
@@ -361,19 +491,12 @@ fn parse_policies(v: &Value, at: &str) -> Result<Vec<RetentionPolicy>> {
                             format!("{rat}.patterns: {pat:?} is not a regular expression")
                         })?;
                     }
-                    let count = match r.get("mostRecentlyPushedCount") {
-                        None => None,
-                        Some(n) => Some(
-                            n.as_u64()
-                                .and_then(|n| u32::try_from(n).ok())
-                                .with_context(|| {
-                                    format!("{rat}.mostRecentlyPushedCount: expected a count")
-                                })?,
-                        ),
-                    };
                     parsed.push(KeepTags {
                         patterns,
-                        most_recently_pushed_count: count,
+                        most_recently_pushed_count: count("mostRecentlyPushedCount")?,
+                        most_recently_pulled_count: count("mostRecentlyPulledCount")?,
+                        pulled_within: within("pulledWithin")?,
+                        pushed_within: within("pushedWithin")?,
                     });
                 }
                 Some(parsed)
@@ -390,6 +513,10 @@ fn parse_policies(v: &Value, at: &str) -> Result<Vec<RetentionPolicy>> {
 }
 
 /// Go-style durations as zot writes them: "1h", "90m", "2h30m", "10s", "500ms".
+/// The longest duration accepted: longer ones are surely mistakes, and
+/// every duration must fit the millisecond counts the components take.
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 pub fn parse_duration(v: &Value, key: &str) -> Result<Duration> {
     let bad = || anyhow::anyhow!("{key}: {v} is not a duration like \"1h\", \"30m\" or \"10s\"");
     let s = v.as_str().ok_or_else(bad)?.trim();
@@ -419,7 +546,12 @@ pub fn parse_duration(v: &Value, key: &str) -> Result<Duration> {
             "h" => 3600.0,
             _ => return Err(bad()),
         };
-        total += Duration::from_secs_f64(n * secs);
+        // try_from_secs_f64 refuses what does not fit (no panic, no wrap).
+        let part = Duration::try_from_secs_f64(n * secs).map_err(|_| bad())?;
+        total = total
+            .checked_add(part)
+            .filter(|t| *t <= MAX_DURATION)
+            .ok_or_else(|| anyhow::anyhow!("{key}: {v} is longer than 100 years"))?;
         rest = &rest[unit_len..];
     }
     Ok(total)
@@ -595,6 +727,78 @@ mod tests {
         assert!(!glob_match("infra/*", "infra/x/y"));
         assert!(glob_match("infra/**", "infra/x/y"));
         assert!(!glob_match("prod", "production"));
+    }
+
+    #[test]
+    fn durations_never_wrap_or_panic() {
+        for huge in [
+            "99999999999999999999h",
+            "5124095576031h",
+            "1e300h",
+            "876001h",
+        ] {
+            let e = parse_duration(&Value::String(huge.into()), "k").unwrap_err();
+            assert!(e.to_string().starts_with("k: "), "{huge}: {e}");
+        }
+        let century = parse_duration(&Value::String("876000h".into()), "k").unwrap();
+        assert_eq!(century, Duration::from_secs(876_000 * 3600));
+    }
+
+    #[test]
+    fn retention_keys_are_strict() {
+        for (json, key) in [
+            (
+                r#"{"dryRun":true,"policies":[{"repoNames":["a"]}]}"#,
+                "policies[0].repoNames",
+            ),
+            (r#"{"policies":[{"KeepTags":[]}]}"#, "policies[0].KeepTags"),
+            (
+                r#"{"policies":[{"keepTags":[{"pulledWithinn":"1h"}]}]}"#,
+                "keepTags[0].pulledWithinn",
+            ),
+            (r#"{"dryrun":true}"#, "retention.dryrun"),
+        ] {
+            let text = format!(r#"{{"storage":{{"retention":{json}}}}}"#);
+            let e = format!("{:#}", Config::parse(&text).unwrap_err());
+            assert!(e.contains(key), "{json}: {e}");
+        }
+        let cfg = Config::parse(
+            r#"{"storage":{"retention":{"dryRun":true,"delay":"2h","policies":[{"keepTags":[
+                {"patterns":["^v"],"pulledWithin":"24h","pushedWithin":"1h","mostRecentlyPulledCount":3}]}]}}}"#,
+        )
+        .unwrap();
+        assert!(cfg.storage.retention_dry_run);
+        assert_eq!(cfg.storage.retention_delay, Duration::from_secs(7200));
+        let rule = &cfg.storage.retention[0].keep_tags.as_ref().unwrap()[0];
+        assert_eq!(rule.pulled_within, Some(Duration::from_secs(86400)));
+        assert_eq!(rule.pushed_within, Some(Duration::from_secs(3600)));
+        assert_eq!(rule.most_recently_pulled_count, Some(3));
+        // zot's default delay.
+        let cfg = Config::parse(r#"{"storage":{}}"#).unwrap();
+        assert_eq!(cfg.storage.retention_delay, Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn store_roots_may_not_overlap() {
+        for (root, sub) in [
+            ("/srv/r", "/srv/r/team"),
+            ("/srv/r/inner", "/srv/r"),
+            ("/srv/r", "/srv/x/../r"),
+        ] {
+            let text = format!(
+                r#"{{"storage":{{"rootDirectory":"{root}","subPaths":{{"/team":{{"rootDirectory":"{sub}"}}}}}}}}"#
+            );
+            let e = format!("{:#}", Config::parse(&text).unwrap_err());
+            assert!(
+                e.contains("storage.rootDirectory")
+                    && e.contains("storage.subPaths./team.rootDirectory"),
+                "{root} {sub}: {e}"
+            );
+        }
+        assert!(Config::parse(
+            r#"{"storage":{"rootDirectory":"/srv/r","subPaths":{"/team":{"rootDirectory":"/srv/rt"}}}}"#
+        )
+        .is_ok());
     }
 
     #[test]

@@ -23,8 +23,12 @@ pub struct ScrubOutcome {
 
 fn policy(store: &StoreConfig, repo: &str) -> gc_api::Policy {
     let p = store.policy_for(repo);
+    // Config durations are at most 100 years, so milliseconds fit a u64.
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     gc_api::Policy {
-        delay_ms: store.gc_delay.as_millis() as u64,
+        delay_ms: ms(store.gc_delay),
+        retention_delay_ms: ms(store.retention_delay),
+        dry_run: store.retention_dry_run,
         delete_untagged: p.delete_untagged,
         delete_referrers: p.delete_referrers,
         keep_tags: p.keep_tags.map(|rules| {
@@ -33,6 +37,9 @@ fn policy(store: &StoreConfig, repo: &str) -> gc_api::Policy {
                 .map(|r| gc_api::KeepTags {
                     patterns: r.patterns,
                     most_recently_pushed_count: r.most_recently_pushed_count,
+                    most_recently_pulled_count: r.most_recently_pulled_count,
+                    pulled_within_ms: r.pulled_within.map(ms),
+                    pushed_within_ms: r.pushed_within.map(ms),
                 })
                 .collect()
         }),

@@ -42,7 +42,20 @@ impl Descriptor {
     pub fn tag(&self) -> Option<&str> {
         self.annotations.get(REF_NAME).map(String::as_str)
     }
+
+    /// When skiff recorded this entry's push (milliseconds since the epoch);
+    /// `None` for entries written by other tools.
+    pub fn pushed_at_ms(&self) -> Option<u64> {
+        self.annotations.get(PUSHED_AT)?.parse().ok()
+    }
 }
+
+/// The annotation in which skiff records, on each `index.json` entry, when
+/// the manifest (and so the tag) was pushed. Retention ranks tags by it: a
+/// file's modification time is shared by every repository a deduped blob is
+/// linked into, and an image's own `created` annotation says when it was
+/// built, not pushed here.
+pub const PUSHED_AT: &str = "dev.skiff.pushed-at";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -64,7 +64,7 @@ fn dispatch(route: Route, req: &mut Request) -> Result<Response, RegistryError> 
         Route::Catalog => listing::catalog(req),
         Route::Tags(name) => listing::tags(req, &name),
         Route::Referrers(name, digest) => listing::referrers(req, &name, &digest),
-        Route::GetManifest(name, r) => manifests::get(&name, &r),
+        Route::GetManifest(name, r) => manifests::get(req, &name, &r),
         Route::PutManifest(name, r) => manifests::put(req, &name, &r),
         Route::DeleteManifest(name, r) => manifests::delete(&name, &r),
         Route::GetBlob(name, d) => blobs::get(req, &name, &d),

@@ -6,8 +6,14 @@ use crate::response::Response;
 use skiff_core::manifest::MAX_MANIFEST_BYTES;
 use skiff_core::{ErrorCode, Reference, RegistryError, RepoName, Tag};
 
-pub fn get(repo: &RepoName, r: &Reference) -> Result<Response, RegistryError> {
+pub fn get(req: &Request, repo: &RepoName, r: &Reference) -> Result<Response, RegistryError> {
     let m = store::manifest_get(repo.as_str(), &r.to_string())?;
+    // A HEAD is a check, not a pull (and must write nothing).
+    if !req.is_head() {
+        if let Err(e) = store::record_pull(repo.as_str(), &m.digest) {
+            eprintln!("recording a pull of {} in {repo}: {e:?}", m.digest);
+        }
+    }
     Ok(Response::new(200)
         .header("Content-Type", m.media_type)
         .header("Docker-Content-Digest", &m.digest)

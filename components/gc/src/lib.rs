@@ -56,9 +56,29 @@ fn old_enough(key: &str, now: u64, delay: u64) -> Result<bool, LayoutError> {
     Ok(age_ms(key, now)?.is_some_and(|a| a >= delay))
 }
 
+/// Removes objects, or in a dry run only counts what it would remove: every
+/// removal of a pass goes through here, so a dry run writes nothing.
+#[derive(Clone, Copy)]
+struct Sweep {
+    dry_run: bool,
+}
+
+impl Sweep {
+    /// Remove `key` if it is still at `version`; whether it went (or would).
+    fn remove_if(self, key: &str, version: &str) -> Result<bool, LayoutError> {
+        if self.dry_run {
+            return Ok(true);
+        }
+        Ok(remove_if(key, version)?)
+    }
+}
+
 fn collect(repo: &str, policy: &Policy) -> Result<Report, LayoutError> {
     let now = now_ms();
     let delay = policy.delay_ms;
+    let sweep = Sweep {
+        dry_run: policy.dry_run,
+    };
     let mut report = Report {
         tags_removed: 0,
         manifests_removed: 0,
@@ -69,15 +89,16 @@ fn collect(repo: &str, policy: &Policy) -> Result<Report, LayoutError> {
         blobs_scanned: 0,
         bytes_scanned: 0,
     };
-    report.uploads_removed = sweep_uploads(repo, now, delay)?;
+    report.uploads_removed = sweep_uploads(repo, now, delay, sweep)?;
     let Some((idx, _)) = meta::index(repo)? else {
         return Ok(report);
     };
 
     // Layouts written by other tools list referrers in index.json but have
-    // no referrer lists: record them first, so the mark finds them through
-    // their subjects rather than collecting them as untagged.
-    index_referrers(repo, &idx)?;
+    // no referrer entries: find them first (and record them, unless this is
+    // a dry run), so the mark reaches them through their subjects rather
+    // than collecting them as untagged.
+    let listed_referrers = index_referrers(repo, &idx, sweep)?;
 
     // Tags the retention policy lets go (never one younger than the delay).
     let doomed_tags = retention::doomed_tags(repo, &idx, policy, now)?;
@@ -85,13 +106,17 @@ fn collect(repo: &str, policy: &Policy) -> Result<Report, LayoutError> {
     // Mark: what the kept tags, the young or kept untagged manifests, and
     // (unless referrers of lost subjects go) every referrer reach.
     let roots = roots(repo, &idx, policy, &doomed_tags, now)?;
-    let mut reached = walk::reach(repo, roots.iter().cloned(), true)?;
+    let mut reached = walk::reach_with(repo, roots.iter().cloned(), true, &listed_referrers)?;
     if !policy.delete_referrers {
-        for subject in meta::subjects(repo)? {
-            let listed = meta::referrers(repo, &subject)?
+        let mut subjects: BTreeSet<Digest> = meta::subjects(repo)?.into_iter().collect();
+        subjects.extend(listed_referrers.keys().cloned());
+        for subject in subjects {
+            let mut listed: Vec<walk::Root> = meta::referrers(repo, &subject)?
                 .into_iter()
-                .filter_map(|d| Some((d.digest.parse::<Digest>().ok()?, Some(d.media_type))));
-            let more = walk::reach(repo, listed, true)?;
+                .filter_map(|d| Some((d.digest.parse::<Digest>().ok()?, Some(d.media_type))))
+                .collect();
+            listed.extend(listed_referrers.get(&subject).cloned().unwrap_or_default());
+            let more = walk::reach_with(repo, listed, true, &listed_referrers)?;
             reached.manifests.extend(more.manifests);
             reached.blobs.extend(more.blobs);
         }
@@ -121,7 +146,7 @@ fn collect(repo: &str, policy: &Policy) -> Result<Report, LayoutError> {
     if !doomed_tags.is_empty() || !doomed_manifests.is_empty() {
         let mut tags_removed = 0;
         let mut manifests_removed = 0;
-        meta::update_index(repo, |idx: &mut ImageIndex| {
+        let mut sweep_index = |idx: &mut ImageIndex| {
             let before = idx.manifests.len();
             tags_removed = 0;
             for (tag, digest) in &doomed_tags {
@@ -143,7 +168,12 @@ fn collect(repo: &str, policy: &Policy) -> Result<Report, LayoutError> {
             });
             manifests_removed = before - idx.manifests.len();
             Ok::<bool, LayoutError>(tags_removed > 0 || manifests_removed > 0)
-        })?;
+        };
+        if sweep.dry_run {
+            sweep_index(&mut idx.clone())?;
+        } else {
+            meta::update_index(repo, sweep_index)?;
+        }
         report.tags_removed = tags_removed;
         report.manifests_removed = manifests_removed as u32;
     }
@@ -153,14 +183,17 @@ fn collect(repo: &str, policy: &Policy) -> Result<Report, LayoutError> {
         let new_roots = walk::roots_of(&fresh.manifests)
             .into_iter()
             .filter(|(d, _)| !reached.manifests.contains(d));
-        let more = walk::reach(repo, new_roots, true)?;
+        let more = walk::reach_with(repo, new_roots, true, &listed_referrers)?;
         reached.manifests.extend(more.manifests);
         reached.blobs.extend(more.blobs);
     }
 
-    sweep_blobs(repo, &reached.blobs, now, delay, &mut report)?;
-    sweep_referrer_lists(repo)?;
-    report.repository_removed = remove_if_empty(repo, now, delay)?;
+    sweep_blobs(repo, &reached.blobs, now, delay, sweep, &mut report)?;
+    if !sweep.dry_run {
+        sweep_referrer_lists(repo)?;
+        sweep_pull_markers(repo)?;
+    }
+    report.repository_removed = remove_if_empty(repo, now, delay, sweep)?;
     Ok(report)
 }
 
@@ -180,10 +213,12 @@ fn roots(
         let media_type = Some(d.media_type.as_str());
         let keep = match d.tag() {
             Some(t) => !doomed_tags.iter().any(|(dt, _)| dt == t),
-            // Young manifests stay. One whose file is missing is not young:
-            // its entry (left by a crash or another tool) can only dangle.
-            None if age_ms(&keys::blob(repo, &digest), now)?
-                .is_some_and(|a| a < policy.delay_ms) =>
+            // Young manifests stay: younger than gcDelay (a push in flight)
+            // or than retention's delay. One whose file is missing is not
+            // young: its entry (left by a crash or another tool) can only
+            // dangle.
+            None if retention::manifest_age(repo, &digest, now)?
+                .is_some_and(|a| a < policy.delay_ms.max(policy.retention_delay_ms)) =>
             {
                 true
             }
@@ -199,18 +234,30 @@ fn roots(
     Ok(out)
 }
 
-/// Make sure every manifest in the index that has a subject is in its
-/// subject's referrer list (a no-op for what skiff pushed itself).
-fn index_referrers(repo: &str, idx: &ImageIndex) -> Result<(), LayoutError> {
+/// Every manifest in the index that has a subject, by subject; each is also
+/// recorded in its subject's referrer entries unless this is a dry run (a
+/// no-op for what skiff pushed itself).
+fn index_referrers(repo: &str, idx: &ImageIndex, sweep: Sweep) -> Result<walk::Extra, LayoutError> {
+    let mut found = walk::Extra::new();
     for d in &idx.manifests {
         let Ok(digest) = d.digest.parse::<Digest>() else {
             continue;
         };
-        if let Some((m, size)) = walk::parse_stored(repo, &digest, Some(&d.media_type))? {
+        let Some((m, size)) = walk::parse_stored(repo, &digest, Some(&d.media_type))? else {
+            continue;
+        };
+        let Some(subject) = m.subject.clone() else {
+            continue;
+        };
+        if !sweep.dry_run {
             meta::record_referrer(repo, &digest, size, &m, meta::Record::IfMissing)?;
         }
+        found
+            .entry(subject)
+            .or_default()
+            .push((digest, Some(d.media_type.clone())));
     }
-    Ok(())
+    Ok(found)
 }
 
 /// Whether the manifest has a subject the repository no longer holds.
@@ -230,6 +277,7 @@ fn sweep_blobs(
     reached: &BTreeSet<Digest>,
     now: u64,
     delay: u64,
+    sweep: Sweep,
     report: &mut Report,
 ) -> Result<(), LayoutError> {
     for alg in [Algorithm::Sha256, Algorithm::Sha512] {
@@ -243,7 +291,7 @@ fn sweep_blobs(
             }
             // Only the version judged: a push that touched or rewrote the
             // blob since the stat has made it young again.
-            if remove_if(&key, &m.version)? {
+            if sweep.remove_if(&key, &m.version)? {
                 report.blobs_removed += 1;
                 report.bytes_freed += m.size;
             }
@@ -253,7 +301,7 @@ fn sweep_blobs(
 }
 
 /// Upload sessions nobody has touched for the delay: state and bytes.
-fn sweep_uploads(repo: &str, now: u64, delay: u64) -> Result<u32, LayoutError> {
+fn sweep_uploads(repo: &str, now: u64, delay: u64, sweep: Sweep) -> Result<u32, LayoutError> {
     let children = match objects::list_children(&keys::uploads_prefix(repo)) {
         Ok(c) => c,
         Err(skiff_layout::ObjectError::NotFound) => return Ok(0),
@@ -280,7 +328,7 @@ fn sweep_uploads(repo: &str, now: u64, delay: u64) -> Result<u32, LayoutError> {
         let mut gone = true;
         for (m, key) in &seen {
             if let Some(m) = m {
-                gone &= remove_if(key, &m.version)?;
+                gone &= sweep.remove_if(key, &m.version)?;
             }
             if !gone {
                 break;
@@ -309,8 +357,22 @@ fn sweep_referrer_lists(repo: &str) -> Result<(), LayoutError> {
     Ok(())
 }
 
+/// Pull markers of manifests that are gone.
+fn sweep_pull_markers(repo: &str) -> Result<(), LayoutError> {
+    for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+        for d in walk::list_digests(&keys::pulled_prefix(repo, alg.as_str()), alg.as_str())? {
+            let key = keys::pulled(repo, &d);
+            let Some(marker) = stat(&key)? else { continue };
+            if stat(&keys::blob(repo, &d))?.is_none() {
+                remove_if(&key, &marker.version)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A repository with no manifests, blobs or uploads left goes entirely.
-fn remove_if_empty(repo: &str, now: u64, delay: u64) -> Result<bool, LayoutError> {
+fn remove_if_empty(repo: &str, now: u64, delay: u64, sweep: Sweep) -> Result<bool, LayoutError> {
     let Some((idx, version)) = meta::index(repo)? else {
         return Ok(false);
     };
@@ -331,9 +393,11 @@ fn remove_if_empty(repo: &str, now: u64, delay: u64) -> Result<bool, LayoutError
     // The index goes last but one, and only as it was judged empty: a push
     // that landed a tag since keeps it. One that starts later recreates the
     // layout.
-    if !remove_if(&keys::index(repo), &version)? {
+    if !sweep.remove_if(&keys::index(repo), &version)? {
         return Ok(false);
     }
-    skiff_layout::remove(&keys::oci_layout(repo))?;
+    if !sweep.dry_run {
+        skiff_layout::remove(&keys::oci_layout(repo))?;
+    }
     Ok(true)
 }

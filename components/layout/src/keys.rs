@@ -61,3 +61,13 @@ pub fn parse_referrer_entry(name: &str) -> Option<Digest> {
 pub fn referrers_prefix(repo: &str, algorithm: &str) -> String {
     format!("{repo}/.referrers/{algorithm}/")
 }
+
+/// A marker whose modification time is when manifest `d` was last pulled.
+pub fn pulled(repo: &str, d: &Digest) -> String {
+    format!("{repo}/.pulls/{}/{}", d.algorithm().as_str(), d.hex())
+}
+
+/// The listing prefix of one algorithm's pull markers.
+pub fn pulled_prefix(repo: &str, algorithm: &str) -> String {
+    format!("{repo}/.pulls/{algorithm}/")
+}

@@ -48,6 +48,10 @@ pub fn parse_stored(
         .map(|m| (m, bytes.len() as u64)))
 }
 
+/// Referrers known beyond the stored entries, by subject (what gc found
+/// in `index.json` of a layout written by another tool).
+pub type Extra = std::collections::BTreeMap<Digest, Vec<Root>>;
+
 /// Follow `roots` through indexes to their manifests and through image
 /// manifests to their config and layers. With `with_referrers`, a reached
 /// manifest's referrers are reached too (and theirs, and so on).
@@ -55,6 +59,16 @@ pub fn reach(
     repo: &str,
     roots: impl IntoIterator<Item = Root>,
     with_referrers: bool,
+) -> Result<Reached, LayoutError> {
+    reach_with(repo, roots, with_referrers, &Extra::new())
+}
+
+/// `reach`, counting `extra` among each subject's referrers.
+pub fn reach_with(
+    repo: &str,
+    roots: impl IntoIterator<Item = Root>,
+    with_referrers: bool,
+    extra: &Extra,
 ) -> Result<Reached, LayoutError> {
     let mut r = Reached::default();
     let mut pending: Vec<Root> = roots.into_iter().collect();
@@ -78,6 +92,7 @@ pub fn reach(
                     pending.push((rd, Some(referrer.media_type)));
                 }
             }
+            pending.extend(extra.get(&d).cloned().unwrap_or_default());
         }
     }
     Ok(r)

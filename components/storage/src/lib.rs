@@ -132,6 +132,10 @@ impl Guest for Storage {
         manifests::delete(&repo, &reference)
     }
 
+    fn record_pull(repo: String, digest: String) -> Result<(), Error> {
+        manifests::record_pull(&repo, &digest)
+    }
+
     fn tags(repo: String) -> Result<Vec<String>, Error> {
         meta::tags(&repo)
     }

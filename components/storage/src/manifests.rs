@@ -3,9 +3,10 @@
 
 use crate::bindings::exports::skiff::registry::store::{Manifest, PutManifestResult};
 use crate::{blobs, keys, meta, Error};
-use skiff_core::layout::{Descriptor, ImageIndex};
+use skiff_core::layout::{Descriptor, ImageIndex, PUSHED_AT};
 use skiff_core::manifest::{self, Kind};
 use skiff_core::{Digest, Reference};
+use skiff_layout::objects::{self, ObjectError};
 use skiff_layout::walk;
 
 fn reference(s: &str) -> Result<Reference, Error> {
@@ -16,6 +17,36 @@ fn reference(s: &str) -> Result<Reference, Error> {
 /// A manifest's bytes; `None` if the repository has no such blob.
 fn read_blob(repo: &str, d: &Digest) -> Result<Option<Vec<u8>>, Error> {
     Ok(skiff_layout::walk::read_manifest(repo, d)?)
+}
+
+fn now_ms() -> u64 {
+    let t = wasip2::clocks::wall_clock::now();
+    t.seconds
+        .saturating_mul(1000)
+        .saturating_add(u64::from(t.nanoseconds) / 1_000_000)
+}
+
+/// How long a pull marker's time may lag: pulls within this of the last
+/// recorded one write nothing, so a popular image costs a stat per pull.
+const PULL_RESOLUTION_MS: u64 = 60_000;
+
+/// Note that `digest` was pulled now (for `keepTags` rules on pulls). Best
+/// effort: a pull never fails because its time could not be recorded.
+pub fn record_pull(repo: &str, digest: &str) -> Result<(), Error> {
+    let d = keys::digest(digest)?;
+    let key = keys::pulled(repo, &d);
+    let result = match objects::stat(&key) {
+        Ok(m) if now_ms().saturating_sub(m.modified_ms) < PULL_RESOLUTION_MS => Ok(()),
+        Ok(_) => objects::touch(&key).map(|_| ()),
+        Err(ObjectError::NotFound) => {
+            match objects::put(&key, &[], &skiff_layout::Condition::IfAbsent) {
+                Ok(_) | Err(ObjectError::PreconditionFailed) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    Ok(result?)
 }
 
 pub fn get(repo: &str, reference_str: &str) -> Result<Manifest, Error> {
@@ -99,7 +130,9 @@ pub fn put(
     let size = bytes.len() as u64;
     let blob_version = blobs::put_small(repo, &digest, &bytes)?;
     let entry_version = meta::record_referrer(repo, &digest, size, &m, meta::Record::Refresh)?;
-    let desc = Descriptor::new(&m.media_type, &digest.to_string(), size);
+    let mut desc = Descriptor::new(&m.media_type, &digest.to_string(), size);
+    desc.annotations
+        .insert(PUSHED_AT.to_string(), now_ms().to_string());
     let mut all_tags: Vec<&str> = tags.iter().map(String::as_str).collect();
     if let Reference::Tag(t) = &target {
         all_tags.push(t.as_str());
