@@ -1,7 +1,10 @@
 //! Configuration: one JSON file with zot's key names, or an embedded default.
 //!
 //! Values are checked here, before anything starts, and every error names the
-//! key. Unknown keys are reported as warnings (a zot config mostly just works).
+//! key. Unknown keys are reported as warnings (a zot config mostly just works),
+//! except where ignoring one would open the registry: zot's authentication,
+//! TLS and access-control settings, which skiff does not have yet, stop it
+//! from starting (see [`refuse_unsupported`]).
 
 use anyhow::{bail, Context, Result};
 use serde_json::{Map, Value};
@@ -124,6 +127,16 @@ const KNOWN: &[&str] = &[
     "http.address",
     "http.port",
     "http.realm",
+    // Present only as null (or `apikey: false`) once `refuse_unsupported` passed.
+    "http.tls",
+    "http.accessControl",
+    "http.auth",
+    "http.auth.failDelay",
+    "http.auth.htpasswd",
+    "http.auth.ldap",
+    "http.auth.bearer",
+    "http.auth.openid",
+    "http.auth.apikey",
     "storage",
     "storage.rootDirectory",
     "storage.commit",
@@ -179,6 +192,7 @@ impl Config {
         let Value::Object(root) = root else {
             bail!("the configuration must be a JSON object");
         };
+        refuse_unsupported(&root)?;
         let mut cfg = Config::default();
         collect_unknown(&root, "", &mut cfg.unknown_keys);
 
@@ -432,6 +446,73 @@ pub fn glob_match(glob: &str, name: &str) -> bool {
     m(glob.as_bytes(), name.as_bytes())
 }
 
+/// zot features skiff does not have yet, each of which would leave the
+/// registry more open than its operator configured it to be if it were
+/// ignored: a config that asks for one does not start.
+const REFUSED: &[(&str, &str)] = &[
+    (
+        "http.tls",
+        "TLS is not supported yet; refusing to serve plain HTTP to clients configured for TLS",
+    ),
+    (
+        "http.accessControl",
+        "access control is not supported yet; refusing to give everyone read and write access",
+    ),
+    (
+        "http.auth.htpasswd",
+        "htpasswd authentication is not supported yet; refusing to serve without authentication",
+    ),
+    (
+        "http.auth.ldap",
+        "LDAP authentication is not supported yet; refusing to serve without authentication",
+    ),
+    (
+        "http.auth.bearer",
+        "bearer-token authentication is not supported yet; refusing to serve without authentication",
+    ),
+    (
+        "http.auth.openid",
+        "OpenID authentication is not supported yet; refusing to serve without authentication",
+    ),
+    (
+        "http.auth.apikey",
+        "API keys are not supported yet; refusing to serve without authentication",
+    ),
+];
+
+/// `http.auth` keys that tune authentication without enabling any.
+const AUTH_TUNING: &[&str] = &["failDelay"];
+
+/// Fail on any security setting skiff would otherwise ignore. `null` (and
+/// `"apikey": false`) means the feature is off, as in zot. Under `http.auth`
+/// an unknown key is an error, not a warning: it may be a way of turning
+/// authentication on that skiff does not know.
+fn refuse_unsupported(root: &Map<String, Value>) -> Result<()> {
+    for (key, why) in REFUSED {
+        match lookup(root, key) {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+            Some(_) => bail!("{key}: {why}"),
+        }
+    }
+    match lookup(root, "http.auth") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(auth)) => {
+            let methods = REFUSED
+                .iter()
+                .filter_map(|(k, _)| k.strip_prefix("http.auth."));
+            let known: Vec<&str> = methods.chain(AUTH_TUNING.iter().copied()).collect();
+            if let Some(k) = auth.keys().find(|k| !known.contains(&k.as_str())) {
+                bail!(
+                    "http.auth.{k}: unknown authentication setting; refusing to start \
+                     rather than serve without the authentication it may ask for"
+                );
+            }
+        }
+        Some(v) => bail!("http.auth: expected an object, found {v}"),
+    }
+    Ok(())
+}
+
 /// zot writes the port as a string ("8080"); accept a string or a number.
 fn parse_port(v: &Value) -> Result<u16> {
     let n = match v {
@@ -594,5 +675,70 @@ mod tests {
         }
         assert!(Config::parse("[1]").is_err());
         assert!(Config::parse("{").is_err());
+    }
+
+    #[test]
+    fn security_settings_it_cannot_honour_refuse_to_start() {
+        for (text, key) in [
+            (
+                r#"{"http":{"tls":{"cert":"c.pem","key":"k.pem"}}}"#,
+                "http.tls",
+            ),
+            (r#"{"http":{"tls":{}}}"#, "http.tls"),
+            (
+                r#"{"http":{"auth":{"htpasswd":{"path":"/etc/htpasswd"}}}}"#,
+                "http.auth.htpasswd",
+            ),
+            (
+                r#"{"http":{"auth":{"ldap":{"address":"ldap.example"}}}}"#,
+                "http.auth.ldap",
+            ),
+            (
+                r#"{"http":{"auth":{"bearer":{"realm":"r","service":"s"}}}}"#,
+                "http.auth.bearer",
+            ),
+            (
+                r#"{"http":{"auth":{"openid":{"providers":{}}}}}"#,
+                "http.auth.openid",
+            ),
+            (r#"{"http":{"auth":{"apikey":true}}}"#, "http.auth.apikey"),
+            (
+                r#"{"http":{"accessControl":{"repositories":{}}}}"#,
+                "http.accessControl",
+            ),
+        ] {
+            let e = format!("{:#}", Config::parse(text).unwrap_err());
+            assert!(e.contains(&format!("{key}: ")), "{key}: {e}");
+            assert!(e.contains("not supported yet"), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_auth_keys_are_errors_not_warnings() {
+        for (text, key) in [
+            (r#"{"http":{"auth":{"mtls":{}}}}"#, "http.auth.mtls"),
+            (
+                r#"{"http":{"auth":{"failDelay":1,"htpass":{}}}}"#,
+                "http.auth.htpass",
+            ),
+        ] {
+            let e = format!("{:#}", Config::parse(text).unwrap_err());
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        let e = format!(
+            "{:#}",
+            Config::parse(r#"{"http":{"auth":"htpasswd"}}"#).unwrap_err()
+        );
+        assert!(e.contains("http.auth: expected an object"), "{e}");
+    }
+
+    #[test]
+    fn security_settings_that_are_off_are_accepted() {
+        let c = Config::parse(
+            r#"{"http":{"tls":null,"accessControl":null,
+                "auth":{"failDelay":5,"apikey":false,"htpasswd":null}}}"#,
+        )
+        .unwrap();
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
     }
 }
