@@ -31,6 +31,27 @@ pub struct Http {
     pub address: IpAddr,
     /// 0 asks the OS for a free port (the one bound is printed at start).
     pub port: u16,
+    /// Open connections; more wait in the listen backlog until one closes.
+    pub max_connections: usize,
+    /// Requests running in the registry component at once (each holds an
+    /// instance); the instance pool is sized from this.
+    pub max_requests_in_flight: usize,
+    /// A connection whose next request head takes longer than this is closed.
+    pub header_timeout: Duration,
+    /// A request body that delivers no bytes for this long fails.
+    pub body_timeout: Duration,
+    /// Execution time the registry component may spend on one request
+    /// (time it runs, not time it waits for a client).
+    pub request_cpu_budget: Duration,
+}
+
+impl Http {
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+    pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: usize = 256;
+    /// Each request slot reserves address space for its instance's memories
+    /// (up to 3 of about 4 GiB each, backed only as used), so the cap keeps
+    /// the pool well inside a 47-bit address space (2048 slots: ~25 TiB).
+    pub const MAX_REQUESTS_IN_FLIGHT: usize = 2048;
 }
 
 /// One store's settings: the default one or a subpath's.
@@ -109,6 +130,11 @@ impl Default for Config {
             http: Http {
                 address: IpAddr::from([127, 0, 0, 1]),
                 port: 5000,
+                max_connections: Http::DEFAULT_MAX_CONNECTIONS,
+                max_requests_in_flight: Http::DEFAULT_MAX_REQUESTS_IN_FLIGHT,
+                header_timeout: Duration::from_secs(30),
+                body_timeout: Duration::from_secs(60),
+                request_cpu_budget: Duration::from_secs(30),
             },
             storage: StoreConfig::default_at(PathBuf::from("skiff-data")),
             sub_paths: Vec::new(),
@@ -127,6 +153,11 @@ const KNOWN: &[&str] = &[
     "http.address",
     "http.port",
     "http.realm",
+    "http.maxConnections",
+    "http.maxRequestsInFlight",
+    "http.headerTimeout",
+    "http.bodyTimeout",
+    "http.requestCpuBudget",
     // Present only as null (or `apikey: false`) once `refuse_unsupported` passed.
     "http.tls",
     "http.accessControl",
@@ -204,6 +235,31 @@ impl Config {
         }
         if let Some(v) = lookup(&root, "http.port") {
             cfg.http.port = parse_port(v)?;
+        }
+        if let Some(v) = lookup(&root, "http.maxConnections") {
+            cfg.http.max_connections = parse_count(v, "http.maxConnections", 1, 1 << 20)?;
+        }
+        if let Some(v) = lookup(&root, "http.maxRequestsInFlight") {
+            // Two at least: a quarter of the slots (one of two) is kept for
+            // requests without a streamed body.
+            cfg.http.max_requests_in_flight = parse_count(
+                v,
+                "http.maxRequestsInFlight",
+                2,
+                Http::MAX_REQUESTS_IN_FLIGHT,
+            )?;
+        }
+        for (key, slot) in [
+            ("http.headerTimeout", &mut cfg.http.header_timeout),
+            ("http.bodyTimeout", &mut cfg.http.body_timeout),
+            ("http.requestCpuBudget", &mut cfg.http.request_cpu_budget),
+        ] {
+            if let Some(v) = lookup(&root, key) {
+                *slot = parse_duration(v, key)?;
+                if slot.is_zero() {
+                    bail!("{key}: must be more than zero");
+                }
+            }
         }
         if let Some(Value::Object(storage)) = root.get("storage") {
             cfg.storage = parse_store(storage, "storage", &cfg.storage)?;
@@ -513,6 +569,14 @@ fn refuse_unsupported(root: &Map<String, Value>) -> Result<()> {
     Ok(())
 }
 
+/// A whole number in `min..=max`.
+fn parse_count(v: &Value, key: &str, min: usize, max: usize) -> Result<usize> {
+    v.as_u64()
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| (min..=max).contains(n))
+        .with_context(|| format!("{key}: {v} is not a whole number from {min} to {max}"))
+}
+
 /// zot writes the port as a string ("8080"); accept a string or a number.
 fn parse_port(v: &Value) -> Result<u16> {
     let n = match v {
@@ -669,12 +733,52 @@ mod tests {
                 "extensions.scrub.interval",
             ),
             (r#"{"log":{"level":"loud"}}"#, "log.level"),
+            (r#"{"http":{"maxConnections":0}}"#, "http.maxConnections"),
+            (
+                r#"{"http":{"maxConnections":"many"}}"#,
+                "http.maxConnections",
+            ),
+            (
+                r#"{"http":{"maxRequestsInFlight":1}}"#,
+                "http.maxRequestsInFlight",
+            ),
+            (
+                r#"{"http":{"maxRequestsInFlight":100000}}"#,
+                "http.maxRequestsInFlight",
+            ),
+            (r#"{"http":{"headerTimeout":"0s"}}"#, "http.headerTimeout"),
+            (r#"{"http":{"bodyTimeout":30}}"#, "http.bodyTimeout"),
+            (
+                r#"{"http":{"requestCpuBudget":"lots"}}"#,
+                "http.requestCpuBudget",
+            ),
         ] {
             let e = format!("{:#}", Config::parse(text).unwrap_err());
             assert!(e.contains(key), "{key}: {e}");
         }
         assert!(Config::parse("[1]").is_err());
         assert!(Config::parse("{").is_err());
+    }
+
+    #[test]
+    fn limits_have_defaults_and_can_be_set() {
+        let d = Config::parse("{}").unwrap().http;
+        assert_eq!(d.max_connections, 1024);
+        assert_eq!(d.max_requests_in_flight, 256);
+        assert_eq!(d.header_timeout, Duration::from_secs(30));
+        assert_eq!(d.body_timeout, Duration::from_secs(60));
+        assert_eq!(d.request_cpu_budget, Duration::from_secs(30));
+        let c = Config::parse(
+            r#"{"http":{"maxConnections":10,"maxRequestsInFlight":4,"headerTimeout":"5s",
+                "bodyTimeout":"2m","requestCpuBudget":"500ms"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.http.max_connections, 10);
+        assert_eq!(c.http.max_requests_in_flight, 4);
+        assert_eq!(c.http.header_timeout, Duration::from_secs(5));
+        assert_eq!(c.http.body_timeout, Duration::from_secs(120));
+        assert_eq!(c.http.request_cpu_budget, Duration::from_millis(500));
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
     }
 
     #[test]
