@@ -1,7 +1,10 @@
 //! Configuration: one JSON file with zot's key names, or an embedded default.
 //!
 //! Values are checked here, before anything starts, and every error names the
-//! key. Unknown keys are reported as warnings (a zot config mostly just works).
+//! key. Unknown keys are reported as warnings (a zot config mostly just works),
+//! except where ignoring one would open the registry: zot's authentication,
+//! TLS and access-control settings, which skiff does not have yet, stop it
+//! from starting (see [`refuse_unsupported`]).
 
 use anyhow::{bail, Context, Result};
 use serde_json::{Map, Value};
@@ -31,6 +34,27 @@ pub struct Http {
     pub address: IpAddr,
     /// 0 asks the OS for a free port (the one bound is printed at start).
     pub port: u16,
+    /// Open connections; more wait in the listen backlog until one closes.
+    pub max_connections: usize,
+    /// Requests running in the registry component at once (each holds an
+    /// instance); the instance pool is sized from this.
+    pub max_requests_in_flight: usize,
+    /// A connection whose next request head takes longer than this is closed.
+    pub header_timeout: Duration,
+    /// A request body that delivers no bytes for this long fails.
+    pub body_timeout: Duration,
+    /// Execution time the registry component may spend on one request
+    /// (time it runs, not time it waits for a client).
+    pub request_cpu_budget: Duration,
+}
+
+impl Http {
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+    pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: usize = 256;
+    /// Each request slot reserves address space for its instance's memories
+    /// (up to 3 of about 4 GiB each, backed only as used), so the cap keeps
+    /// the pool well inside a 47-bit address space (2048 slots: ~25 TiB).
+    pub const MAX_REQUESTS_IN_FLIGHT: usize = 2048;
 }
 
 /// One store's settings: the default one or a subpath's.
@@ -124,6 +148,11 @@ impl Default for Config {
             http: Http {
                 address: IpAddr::from([127, 0, 0, 1]),
                 port: 5000,
+                max_connections: Http::DEFAULT_MAX_CONNECTIONS,
+                max_requests_in_flight: Http::DEFAULT_MAX_REQUESTS_IN_FLIGHT,
+                header_timeout: Duration::from_secs(30),
+                body_timeout: Duration::from_secs(60),
+                request_cpu_budget: Duration::from_secs(30),
             },
             storage: StoreConfig::default_at(PathBuf::from("skiff-data")),
             sub_paths: Vec::new(),
@@ -143,6 +172,21 @@ const KNOWN: &[&str] = &[
     "http.address",
     "http.port",
     "http.realm",
+    "http.maxConnections",
+    "http.maxRequestsInFlight",
+    "http.headerTimeout",
+    "http.bodyTimeout",
+    "http.requestCpuBudget",
+    // Present only as null (or `apikey: false`) once `refuse_unsupported` passed.
+    "http.tls",
+    "http.accessControl",
+    "http.auth",
+    "http.auth.failDelay",
+    "http.auth.htpasswd",
+    "http.auth.ldap",
+    "http.auth.bearer",
+    "http.auth.openid",
+    "http.auth.apikey",
     "storage",
     "storage.rootDirectory",
     "storage.maxBlobSize",
@@ -199,6 +243,7 @@ impl Config {
         let Value::Object(root) = root else {
             bail!("the configuration must be a JSON object");
         };
+        refuse_unsupported(&root)?;
         let mut cfg = Config::default();
         collect_unknown(&root, "", &mut cfg.unknown_keys);
 
@@ -210,6 +255,31 @@ impl Config {
         }
         if let Some(v) = lookup(&root, "http.port") {
             cfg.http.port = parse_port(v)?;
+        }
+        if let Some(v) = lookup(&root, "http.maxConnections") {
+            cfg.http.max_connections = parse_count(v, "http.maxConnections", 1, 1 << 20)?;
+        }
+        if let Some(v) = lookup(&root, "http.maxRequestsInFlight") {
+            // Two at least: a quarter of the slots (one of two) is kept for
+            // requests without a streamed body.
+            cfg.http.max_requests_in_flight = parse_count(
+                v,
+                "http.maxRequestsInFlight",
+                2,
+                Http::MAX_REQUESTS_IN_FLIGHT,
+            )?;
+        }
+        for (key, slot) in [
+            ("http.headerTimeout", &mut cfg.http.header_timeout),
+            ("http.bodyTimeout", &mut cfg.http.body_timeout),
+            ("http.requestCpuBudget", &mut cfg.http.request_cpu_budget),
+        ] {
+            if let Some(v) = lookup(&root, key) {
+                *slot = parse_duration(v, key)?;
+                if slot.is_zero() {
+                    bail!("{key}: must be more than zero");
+                }
+            }
         }
         if let Some(Value::Object(storage)) = root.get("storage") {
             cfg.storage = parse_store(storage, "storage", &cfg.storage)?;
@@ -572,6 +642,81 @@ pub fn glob_match(glob: &str, name: &str) -> bool {
     m(glob.as_bytes(), name.as_bytes())
 }
 
+/// zot features skiff does not have yet, each of which would leave the
+/// registry more open than its operator configured it to be if it were
+/// ignored: a config that asks for one does not start.
+const REFUSED: &[(&str, &str)] = &[
+    (
+        "http.tls",
+        "TLS is not supported yet; refusing to serve plain HTTP to clients configured for TLS",
+    ),
+    (
+        "http.accessControl",
+        "access control is not supported yet; refusing to give everyone read and write access",
+    ),
+    (
+        "http.auth.htpasswd",
+        "htpasswd authentication is not supported yet; refusing to serve without authentication",
+    ),
+    (
+        "http.auth.ldap",
+        "LDAP authentication is not supported yet; refusing to serve without authentication",
+    ),
+    (
+        "http.auth.bearer",
+        "bearer-token authentication is not supported yet; refusing to serve without authentication",
+    ),
+    (
+        "http.auth.openid",
+        "OpenID authentication is not supported yet; refusing to serve without authentication",
+    ),
+    (
+        "http.auth.apikey",
+        "API keys are not supported yet; refusing to serve without authentication",
+    ),
+];
+
+/// `http.auth` keys that tune authentication without enabling any.
+const AUTH_TUNING: &[&str] = &["failDelay"];
+
+/// Fail on any security setting skiff would otherwise ignore. `null` (and
+/// `"apikey": false`) means the feature is off, as in zot. Under `http.auth`
+/// an unknown key is an error, not a warning: it may be a way of turning
+/// authentication on that skiff does not know.
+fn refuse_unsupported(root: &Map<String, Value>) -> Result<()> {
+    for (key, why) in REFUSED {
+        match lookup(root, key) {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+            Some(_) => bail!("{key}: {why}"),
+        }
+    }
+    match lookup(root, "http.auth") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(auth)) => {
+            let methods = REFUSED
+                .iter()
+                .filter_map(|(k, _)| k.strip_prefix("http.auth."));
+            let known: Vec<&str> = methods.chain(AUTH_TUNING.iter().copied()).collect();
+            if let Some(k) = auth.keys().find(|k| !known.contains(&k.as_str())) {
+                bail!(
+                    "http.auth.{k}: unknown authentication setting; refusing to start \
+                     rather than serve without the authentication it may ask for"
+                );
+            }
+        }
+        Some(v) => bail!("http.auth: expected an object, found {v}"),
+    }
+    Ok(())
+}
+
+/// A whole number in `min..=max`.
+fn parse_count(v: &Value, key: &str, min: usize, max: usize) -> Result<usize> {
+    v.as_u64()
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| (min..=max).contains(n))
+        .with_context(|| format!("{key}: {v} is not a whole number from {min} to {max}"))
+}
+
 /// zot writes the port as a string ("8080"); accept a string or a number.
 /// A size in bytes: a number, or a string with a unit (`"512MiB"`, `"10GB"`).
 pub fn parse_size(v: &Value, key: &str) -> Result<u64> {
@@ -850,11 +995,116 @@ mod tests {
                 "extensions.scrub.interval",
             ),
             (r#"{"log":{"level":"loud"}}"#, "log.level"),
+            (r#"{"http":{"maxConnections":0}}"#, "http.maxConnections"),
+            (
+                r#"{"http":{"maxConnections":"many"}}"#,
+                "http.maxConnections",
+            ),
+            (
+                r#"{"http":{"maxRequestsInFlight":1}}"#,
+                "http.maxRequestsInFlight",
+            ),
+            (
+                r#"{"http":{"maxRequestsInFlight":100000}}"#,
+                "http.maxRequestsInFlight",
+            ),
+            (r#"{"http":{"headerTimeout":"0s"}}"#, "http.headerTimeout"),
+            (r#"{"http":{"bodyTimeout":30}}"#, "http.bodyTimeout"),
+            (
+                r#"{"http":{"requestCpuBudget":"lots"}}"#,
+                "http.requestCpuBudget",
+            ),
         ] {
             let e = format!("{:#}", Config::parse(text).unwrap_err());
             assert!(e.contains(key), "{key}: {e}");
         }
         assert!(Config::parse("[1]").is_err());
         assert!(Config::parse("{").is_err());
+    }
+
+    #[test]
+    fn limits_have_defaults_and_can_be_set() {
+        let d = Config::parse("{}").unwrap().http;
+        assert_eq!(d.max_connections, 1024);
+        assert_eq!(d.max_requests_in_flight, 256);
+        assert_eq!(d.header_timeout, Duration::from_secs(30));
+        assert_eq!(d.body_timeout, Duration::from_secs(60));
+        assert_eq!(d.request_cpu_budget, Duration::from_secs(30));
+        let c = Config::parse(
+            r#"{"http":{"maxConnections":10,"maxRequestsInFlight":4,"headerTimeout":"5s",
+                "bodyTimeout":"2m","requestCpuBudget":"500ms"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.http.max_connections, 10);
+        assert_eq!(c.http.max_requests_in_flight, 4);
+        assert_eq!(c.http.header_timeout, Duration::from_secs(5));
+        assert_eq!(c.http.body_timeout, Duration::from_secs(120));
+        assert_eq!(c.http.request_cpu_budget, Duration::from_millis(500));
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+    }
+
+    #[test]
+    fn security_settings_it_cannot_honour_refuse_to_start() {
+        for (text, key) in [
+            (
+                r#"{"http":{"tls":{"cert":"c.pem","key":"k.pem"}}}"#,
+                "http.tls",
+            ),
+            (r#"{"http":{"tls":{}}}"#, "http.tls"),
+            (
+                r#"{"http":{"auth":{"htpasswd":{"path":"/etc/htpasswd"}}}}"#,
+                "http.auth.htpasswd",
+            ),
+            (
+                r#"{"http":{"auth":{"ldap":{"address":"ldap.example"}}}}"#,
+                "http.auth.ldap",
+            ),
+            (
+                r#"{"http":{"auth":{"bearer":{"realm":"r","service":"s"}}}}"#,
+                "http.auth.bearer",
+            ),
+            (
+                r#"{"http":{"auth":{"openid":{"providers":{}}}}}"#,
+                "http.auth.openid",
+            ),
+            (r#"{"http":{"auth":{"apikey":true}}}"#, "http.auth.apikey"),
+            (
+                r#"{"http":{"accessControl":{"repositories":{}}}}"#,
+                "http.accessControl",
+            ),
+        ] {
+            let e = format!("{:#}", Config::parse(text).unwrap_err());
+            assert!(e.contains(&format!("{key}: ")), "{key}: {e}");
+            assert!(e.contains("not supported yet"), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_auth_keys_are_errors_not_warnings() {
+        for (text, key) in [
+            (r#"{"http":{"auth":{"mtls":{}}}}"#, "http.auth.mtls"),
+            (
+                r#"{"http":{"auth":{"failDelay":1,"htpass":{}}}}"#,
+                "http.auth.htpass",
+            ),
+        ] {
+            let e = format!("{:#}", Config::parse(text).unwrap_err());
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        let e = format!(
+            "{:#}",
+            Config::parse(r#"{"http":{"auth":"htpasswd"}}"#).unwrap_err()
+        );
+        assert!(e.contains("http.auth: expected an object"), "{e}");
+    }
+
+    #[test]
+    fn security_settings_that_are_off_are_accepted() {
+        let c = Config::parse(
+            r#"{"http":{"tls":null,"accessControl":null,
+                "auth":{"failDelay":5,"apikey":false,"htpasswd":null}}}"#,
+        )
+        .unwrap();
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
     }
 }

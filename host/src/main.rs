@@ -2,7 +2,10 @@
 //! OS: it serves HTTP, runs the registry component (one fresh instance per
 //! request) and implements the component's `objects` import on local disk.
 
+mod admission;
+mod body;
 mod config;
+mod http;
 mod metrics;
 mod objects;
 mod runtime;

@@ -1,6 +1,12 @@
 //! The wasm side of the host: one engine, the registry component compiled
 //! once (and cached on disk across starts), and a pre-linked `InstancePre`
 //! from which every request gets a fresh instance in the pooling allocator.
+//!
+//! The pool is sized from the number of request slots (see `admission`), so
+//! it cannot run out before admission turns requests away. Guests are
+//! interrupted by epochs: each store may run for a bounded time (requests) and
+//! yields to the async runtime every tick, so one busy guest cannot starve
+//! the others.
 
 use crate::objects::Objects;
 use anyhow::{Context, Result};
@@ -9,8 +15,12 @@ use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{
+    Config, Engine, EngineWeak, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    UpdateDeadline,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -118,8 +128,89 @@ impl wasmtime_wasi_http::WasiHttpHooks for NoOutbound {
     }
 }
 
+/// How much of the machine the guests may use.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Requests that may run at once, each on its own instance.
+    pub request_slots: u32,
+    /// Execution time one request's instance may use.
+    pub request_budget: Duration,
+}
+
+impl Limits {
+    /// For `skiff gc` and `skiff scrub`, which serve no requests.
+    pub fn background_only() -> Limits {
+        Limits {
+            request_slots: 0,
+            request_budget: Duration::ZERO,
+        }
+    }
+}
+
+/// One epoch tick: the unit of guest time accounting, and how often a
+/// running guest yields to the async runtime.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// Instances background work holds at once: the scheduler runs one job at a
+/// time, on one instance (the repository listing, then gc or scrub).
+const BACKGROUND_INSTANCES: u32 = 2;
+/// Spare instances beyond the slots, so the pool is never what fails.
+const POOL_HEADROOM: u32 = 8;
+
+/// What one instance may take from the pool.
+struct Share {
+    core_instances: u32,
+    memories: u32,
+    tables: u32,
+}
+
+/// The most one instance of any of the three components may take from the
+/// pool. The pool enforces it per component (instantiating more fails), so
+/// `instances × PER_INSTANCE` bounds the whole pool; the test
+/// `every_component_fits_its_share_of_the_pool` checks the components fit.
+/// (The registry takes 7 core instances, 2 memories and 4 tables; gc and
+/// scrub 3, 1 and 2. Memories are the costly part: each reserves about 4 GiB
+/// of address space, so the margin there is small.)
+const PER_INSTANCE: Share = Share {
+    core_instances: 12,
+    memories: 3,
+    tables: 6,
+};
+
+/// Guest execution one store may still use, in epoch ticks (`None`: no
+/// limit). wasmtime calls the epoch callback only while wasm code runs, when
+/// it runs (or resumes running) past a tick: a guest waiting in a host call,
+/// for a client's body say, is not charged, so this bounds execution rather
+/// than wall time.
+#[derive(Debug)]
+struct GuestBudget {
+    left: Option<u64>,
+}
+
+impl GuestBudget {
+    fn new(limit: Option<Duration>) -> GuestBudget {
+        let ticks = |d: Duration| (d.as_nanos() / TICK.as_nanos()).max(1) as u64;
+        GuestBudget {
+            left: limit.map(ticks),
+        }
+    }
+
+    /// Charge one tick; false once the budget is spent.
+    fn spend(&mut self) -> bool {
+        match &mut self.left {
+            None => true,
+            Some(0) => false,
+            Some(n) => {
+                *n -= 1;
+                true
+            }
+        }
+    }
+}
+
 pub struct Runtime {
     engine: Engine,
+    limits: Limits,
     pre: ProxyPre<Ctx>,
     gc: GcJobPre<Ctx>,
     scrub: ScrubJobPre<Ctx>,
@@ -129,8 +220,9 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(objects: Arc<Objects>) -> Result<Runtime> {
-        let engine = Engine::new(&engine_config())?;
+    pub fn new(objects: Arc<Objects>, limits: Limits) -> Result<Runtime> {
+        let engine = Engine::new(&engine_config(limits.request_slots))?;
+        start_epoch_ticker(engine.weak())?;
         let mut linker = Linker::<Ctx>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         skiff::registry::objects::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut linker, |c| c)?;
@@ -145,6 +237,7 @@ impl Runtime {
         let pre = ProxyPre::new(linker.instantiate_pre(&registry)?)?;
         Ok(Runtime {
             engine,
+            limits,
             pre,
             gc,
             scrub,
@@ -168,7 +261,7 @@ impl Runtime {
             .inherit_stderr()
             .envs(&self.guest_env)
             .build();
-        Store::new(
+        let mut store = Store::new(
             &self.engine,
             Ctx {
                 table: ResourceTable::new(),
@@ -178,7 +271,22 @@ impl Runtime {
                 objects: self.objects.clone(),
                 priority,
             },
-        )
+        );
+        // Background jobs may run as long as they need; they still yield.
+        let limit = (priority == Priority::Request).then_some(self.limits.request_budget);
+        let mut budget = GuestBudget::new(limit);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if budget.spend() {
+                Ok(UpdateDeadline::Yield(1))
+            } else {
+                wasmtime::bail!(
+                    "the registry component ran for more than {:?} on one request",
+                    limit.unwrap_or_default()
+                )
+            }
+        });
+        store
     }
 
     pub fn pre(&self) -> &ProxyPre<Ctx> {
@@ -217,19 +325,43 @@ impl Runtime {
     }
 }
 
-fn engine_config() -> Config {
+/// A pool with room for every request slot's instance plus background work.
+/// Memory is reserved as address space and backed lazily.
+fn engine_config(request_slots: u32) -> Config {
+    let instances = request_slots + BACKGROUND_INSTANCES + POOL_HEADROOM;
     let mut pool = PoolingAllocationConfig::default();
-    // Bounds on concurrent requests' instances; memory is reserved lazily.
-    pool.total_component_instances(1000)
-        .total_core_instances(4000)
-        .total_memories(2000)
-        .total_tables(2000)
+    pool.total_component_instances(instances)
+        .total_stacks(instances)
+        .max_core_instances_per_component(PER_INSTANCE.core_instances)
+        .max_memories_per_component(PER_INSTANCE.memories)
+        .max_tables_per_component(PER_INSTANCE.tables)
+        .total_core_instances(instances * PER_INSTANCE.core_instances)
+        .total_memories(instances * PER_INSTANCE.memories)
+        .total_tables(instances * PER_INSTANCE.tables)
         .max_memory_size(256 << 20);
     let mut config = Config::new();
     config
         .wasm_component_model(true)
+        .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
+}
+
+/// Advance the engine's epoch every tick, on a thread of its own so that
+/// busy async workers cannot delay the ticks that make their guests yield.
+/// It ends when the engine is gone.
+fn start_epoch_ticker(engine: EngineWeak) -> Result<()> {
+    std::thread::Builder::new()
+        .name("skiff-epoch".into())
+        .spawn(move || loop {
+            std::thread::sleep(TICK);
+            match engine.upgrade() {
+                Some(e) => e.increment_epoch(),
+                None => return,
+            }
+        })
+        .context("starting the epoch ticker thread")?;
+    Ok(())
 }
 
 /// Compile an embedded component, or load the machine code a previous start
@@ -289,4 +421,74 @@ fn cache_dir() -> PathBuf {
         return PathBuf::from(h).join(".cache").join("skiff");
     }
     std::env::temp_dir().join("skiff-cache")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::Disk;
+
+    #[test]
+    fn a_budget_allows_its_ticks_then_stops() {
+        let mut b = GuestBudget::new(Some(TICK * 3));
+        assert!(b.spend() && b.spend() && b.spend());
+        assert!(!b.spend(), "a fourth tick is over a three-tick budget");
+        assert!(!b.spend(), "a spent budget stays spent");
+        // Less than a tick still lets a guest run into its first tick.
+        let mut tiny = GuestBudget::new(Some(Duration::from_millis(1)));
+        assert!(tiny.spend());
+        assert!(!tiny.spend());
+        let mut none = GuestBudget::new(None);
+        assert!((0..100_000).all(|_| none.spend()));
+        let budget = GuestBudget::new(Some(Duration::from_secs(30)));
+        assert_eq!(budget.left, Some(3000));
+    }
+
+    /// Instantiating fails if a component needs more than `PER_INSTANCE`, and
+    /// the pool's counters show what each instance really takes.
+    #[test]
+    fn every_component_fits_its_share_of_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Arc::new(Disk::new(dir.path().join("root"), false, false).unwrap());
+        let rt = Runtime::new(
+            Arc::new(Objects::new(disk, Vec::new())),
+            Limits {
+                request_slots: 1,
+                request_budget: Duration::from_secs(30),
+            },
+        )
+        .unwrap();
+        let tokio = tokio::runtime::Runtime::new().unwrap();
+        let m = rt.engine.pooling_allocator_metrics().unwrap();
+        let used = || (m.core_instances(), m.memories() as u64, m.tables() as u64);
+        tokio.block_on(async {
+            let mut stores = Vec::new();
+            for name in ["registry", "gc", "scrub"] {
+                let before = used();
+                let priority = match name {
+                    "registry" => Priority::Request,
+                    _ => Priority::Background,
+                };
+                let mut store = rt.new_store(priority);
+                match name {
+                    "registry" => drop(rt.pre().instantiate_async(&mut store).await.unwrap()),
+                    "gc" => drop(rt.gc.instantiate_async(&mut store).await.unwrap()),
+                    _ => drop(rt.scrub.instantiate_async(&mut store).await.unwrap()),
+                }
+                let after = used();
+                let (core, mems, tables) =
+                    (after.0 - before.0, after.1 - before.1, after.2 - before.2);
+                println!("{name}: {core} core instances, {mems} memories, {tables} tables");
+                assert!(
+                    core >= 1 && core <= PER_INSTANCE.core_instances.into(),
+                    "{name}"
+                );
+                assert!(mems <= PER_INSTANCE.memories.into(), "{name}");
+                assert!(tables <= PER_INSTANCE.tables.into(), "{name}");
+                // Kept alive so the next component's use is counted apart.
+                stores.push(store);
+            }
+            assert_eq!(m.component_instances(), 3);
+        });
+    }
 }

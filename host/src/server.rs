@@ -1,27 +1,26 @@
-//! HTTP serving: each request gets a fresh instance of the registry
-//! component from the pre-linked `InstancePre`; the component answers through
-//! `wasi:http`. A trap fails only its own request.
+//! The commands: `serve` (the accept loop; each connection is served by
+//! `http`), and the foreground `gc` and `scrub` passes.
 
 use crate::config::Config;
+use crate::http::Serving;
 use crate::metrics::Metrics;
 use crate::objects::{Disk, Objects};
-use crate::runtime::{Priority, Runtime};
+use crate::runtime::{Limits, Runtime};
 use crate::scheduler;
 use anyhow::{Context, Result};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::sync::Arc;
-use tokio::net::TcpListener;
-use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::WasiHttpView;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub async fn serve(cfg: Config) -> Result<()> {
     let objects = Arc::new(open_stores(&cfg, Use::Serve)?);
-    let runtime = Arc::new(Runtime::new(objects.clone())?.with_settings(&cfg));
+    let limits = Limits {
+        // config.rs keeps it far below u32::MAX.
+        request_slots: u32::try_from(cfg.http.max_requests_in_flight)
+            .context("http.maxRequestsInFlight: too large")?,
+        request_budget: cfg.http.request_cpu_budget,
+    };
+    let runtime = Arc::new(Runtime::new(objects.clone(), limits)?.with_settings(&cfg));
     for disk in objects.disks() {
         converge_dedupe(disk.clone());
     }
@@ -42,11 +41,13 @@ pub async fn serve(cfg: Config) -> Result<()> {
     println!("skiff listening on http://{bound}");
     tracing::info!(root = %cfg.storage.root_directory.display(), subpaths = cfg.sub_paths.len(), "serving");
 
+    let serving = Arc::new(Serving::new(runtime.clone(), metrics.clone(), &cfg.http));
+    let connections = Arc::new(Semaphore::new(cfg.http.max_connections));
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
-            r = listener.accept() => r,
+            r = accept_within(&listener, &connections) => r?,
             _ = &mut shutdown => {
                 tracing::info!("shutting down");
                 let _ = stop.send(true);
@@ -54,29 +55,46 @@ pub async fn serve(cfg: Config) -> Result<()> {
                 return Ok(());
             }
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            // Out of file descriptors, say: the server stays up and tries again.
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
+        let Some((stream, permit)) = accepted else {
+            continue;
         };
-        let (rt, metrics) = (runtime.clone(), metrics.clone());
+        let serving = serving.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| handle(rt.clone(), metrics.clone(), req));
-            let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = conn.serve_connection(TokioIo::new(stream), service).await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
+            serving.connection(stream).await;
+            drop(permit);
         });
+    }
+}
+
+/// The next connection, once fewer than `http.maxConnections` are open:
+/// until then new connections wait in the listen backlog. `None` if the
+/// accept failed (out of file descriptors, say): the server stays up and
+/// the caller tries again.
+async fn accept_within(
+    listener: &TcpListener,
+    connections: &Arc<Semaphore>,
+) -> Result<Option<(TcpStream, OwnedSemaphorePermit)>> {
+    let permit = connections
+        .clone()
+        .acquire_owned()
+        .await
+        .context("the connection limit was closed")?;
+    match listener.accept().await {
+        Ok((stream, _)) => Ok(Some((stream, permit))),
+        Err(e) => {
+            tracing::warn!(error = %e, "accept failed");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            Ok(None)
+        }
     }
 }
 
 /// `skiff gc`: one pass over every repository, in the foreground.
 pub async fn gc_once(cfg: Config) -> Result<()> {
-    let runtime = Runtime::new(Arc::new(open_stores(&cfg, Use::Beside)?))?;
+    let runtime = Runtime::new(
+        Arc::new(open_stores(&cfg, Use::Beside)?),
+        Limits::background_only(),
+    )?;
     let started = std::time::Instant::now();
     let outcomes = scheduler::gc_all(&runtime, &cfg, |_| true, &Metrics::default()).await?;
     println!(
@@ -122,7 +140,10 @@ pub async fn gc_once(cfg: Config) -> Result<()> {
 
 /// `skiff scrub`: check every repository once; true if anything is affected.
 pub async fn scrub_once(cfg: Config) -> Result<bool> {
-    let runtime = Runtime::new(Arc::new(open_stores(&cfg, Use::Beside)?))?;
+    let runtime = Runtime::new(
+        Arc::new(open_stores(&cfg, Use::Beside)?),
+        Limits::background_only(),
+    )?;
     let started = std::time::Instant::now();
     let outcomes = scheduler::scrub_all(&runtime, &Metrics::default()).await?;
     println!("{:<40} {:<9} {:<72} ACTUAL", "REPOSITORY", "STATUS", "BLOB");
@@ -219,90 +240,4 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-}
-
-fn plain(status: u16, msg: &str) -> hyper::Response<HyperOutgoingBody> {
-    let body =
-        format!(r#"{{"errors":[{{"code":"INTERNAL_ERROR","message":"{msg}","detail":""}}]}}"#);
-    text(status, "application/json", body)
-}
-
-fn text(status: u16, content_type: &str, body: String) -> hyper::Response<HyperOutgoingBody> {
-    hyper::Response::builder()
-        .status(status)
-        .header("Content-Type", content_type)
-        .header("Docker-Distribution-API-Version", "registry/2.0")
-        .body(
-            Full::new(Bytes::from(body))
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        )
-        .unwrap_or_else(|_| hyper::Response::new(HyperOutgoingBody::default()))
-}
-
-async fn handle(
-    rt: Arc<Runtime>,
-    metrics: Arc<Metrics>,
-    req: hyper::Request<Incoming>,
-) -> Result<hyper::Response<HyperOutgoingBody>, std::convert::Infallible> {
-    if req.uri().path() == "/metrics" {
-        return Ok(text(200, "text/plain; version=0.0.4", metrics.render()));
-    }
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    match run_guest(rt, req).await {
-        Ok(resp) => {
-            tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");
-            Ok(resp)
-        }
-        Err(e) => {
-            tracing::error!(%method, %path, error = format!("{e:#}"), "request failed in the registry component");
-            Ok(plain(500, "the registry component failed on this request"))
-        }
-    }
-}
-
-async fn run_guest(
-    rt: Arc<Runtime>,
-    req: hyper::Request<Incoming>,
-) -> Result<hyper::Response<HyperOutgoingBody>> {
-    let mut store = rt.new_store(Priority::Request);
-    let (sender, receiver) = tokio::sync::oneshot::channel();
-    let incoming = store
-        .data_mut()
-        .http()
-        .new_incoming_request(Scheme::Http, req)?;
-    let out = store.data_mut().http().new_response_outparam(sender)?;
-    let pre = rt.pre().clone();
-    // The instance runs in its own task so it can keep streaming the body
-    // after the response head is handed to hyper.
-    let task = tokio::spawn(async move {
-        let proxy = pre.instantiate_async(&mut store).await?;
-        proxy
-            .wasi_http_incoming_handler()
-            .call_handle(&mut store, incoming, out)
-            .await
-    });
-    match receiver.await {
-        Ok(Ok(resp)) => {
-            // Log a failure after the head was sent: the client saw a truncated body.
-            tokio::spawn(async move {
-                match task.await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!(
-                        error = format!("{e:#}"),
-                        "registry component failed mid-response"
-                    ),
-                    Err(e) => tracing::error!(error = %e, "registry task panicked mid-response"),
-                }
-            });
-            Ok(resp)
-        }
-        Ok(Err(code)) => anyhow::bail!("the component answered with an error: {code:?}"),
-        Err(_) => match task.await {
-            Ok(Ok(())) => anyhow::bail!("the component never set a response"),
-            Ok(Err(e)) => Err(anyhow::Error::from(e)),
-            Err(e) => Err(e.into()),
-        },
-    }
 }

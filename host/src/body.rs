@@ -1,0 +1,189 @@
+//! Request bodies as the guest gets them. A small body (a manifest, a small
+//! blob or chunk) is read whole by the host before the request takes a slot,
+//! so a client that stalls it holds a connection but no instance. A larger
+//! one streams into the guest, and fails once the client has sent nothing for
+//! the body timeout; the guest then sees a stream error and the write fails,
+//! so nothing half-sent is published.
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use wasmtime_wasi_http::Error;
+
+/// Bodies up to this size are read by the host before the request is admitted.
+pub const BUFFER_LIMIT: u64 = 64 << 10;
+
+pub type GuestBody = UnsyncBoxBody<Bytes, Error>;
+
+/// A body that fails when no frame arrives for `idle` while it is being read.
+/// The clock runs only while the reader waits on the client: a reader that
+/// is busy elsewhere (writing to disk) does not use up the client's time.
+pub struct IdleTimeout<B> {
+    inner: B,
+    idle: Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    timed_out: Arc<AtomicBool>,
+}
+
+impl<B> IdleTimeout<B> {
+    pub fn new(inner: B, idle: Duration, timed_out: Arc<AtomicBool>) -> IdleTimeout<B> {
+        IdleTimeout {
+            inner,
+            idle,
+            sleep: None,
+            timed_out,
+        }
+    }
+}
+
+impl<B> Body for IdleTimeout<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Error>,
+{
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.sleep = None;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let idle = this.idle;
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        // Set before the error is seen, so whoever answers
+                        // the request knows why its body failed.
+                        this.timed_out.store(true, Ordering::SeqCst);
+                        Poll::Ready(Some(Err(Error::ConnectionReadTimeout)))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A request ready for the guest.
+pub struct Prepared {
+    pub req: hyper::Request<GuestBody>,
+    /// Whether its body streams into the guest (and may stall there).
+    pub streams: bool,
+    /// Set once its body failed for want of bytes from the client.
+    pub timed_out: Arc<AtomicBool>,
+}
+
+pub enum BodyFailure {
+    /// The client sent nothing for the body timeout.
+    TimedOut,
+    /// The body ended early or broke (the client went away, say).
+    Failed(Error),
+}
+
+/// Read a small body whole (within the idle timeout), or wrap a large one
+/// (or one of unknown length) to stream with it.
+pub async fn prepare(
+    req: hyper::Request<Incoming>,
+    idle: Duration,
+) -> Result<Prepared, BodyFailure> {
+    let (parts, body) = req.into_parts();
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let body = IdleTimeout::new(body, idle, timed_out.clone());
+    let small = body.size_hint().exact().is_some_and(|n| n <= BUFFER_LIMIT);
+    let body = if small {
+        let bytes = match body.collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(_) if timed_out.load(Ordering::SeqCst) => return Err(BodyFailure::TimedOut),
+            Err(e) => return Err(BodyFailure::Failed(e)),
+        };
+        Full::new(bytes)
+            .map_err(|never| match never {})
+            .boxed_unsync()
+    } else {
+        body.boxed_unsync()
+    };
+    Ok(Prepared {
+        req: hyper::Request::from_parts(parts, body),
+        streams: !small,
+        timed_out,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc;
+
+    /// A body fed by hand, one frame at a time.
+    struct Fed(mpsc::UnboundedReceiver<Bytes>);
+
+    impl Body for Fed {
+        type Data = Bytes;
+        type Error = Error;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+            self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    fn poll_once(body: &mut IdleTimeout<Fed>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        Pin::new(body).poll_frame(&mut cx)
+    }
+
+    #[test]
+    fn the_clock_runs_only_while_the_reader_waits() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let idle = Duration::from_millis(100);
+            let (tx, rx) = mpsc::unbounded_channel();
+            let flag = Arc::new(AtomicBool::new(false));
+            let mut body = IdleTimeout::new(Fed(rx), idle, flag.clone());
+            tx.send(Bytes::from_static(b"a")).unwrap();
+            assert!(matches!(poll_once(&mut body), Poll::Ready(Some(Ok(_)))));
+            // The reader is busy for longer than the timeout, then waits:
+            // the client's time starts now, not at the last frame.
+            tokio::time::sleep(idle * 3).await;
+            assert!(poll_once(&mut body).is_pending());
+            tx.send(Bytes::from_static(b"b")).unwrap();
+            assert!(matches!(poll_once(&mut body), Poll::Ready(Some(Ok(_)))));
+            assert!(!flag.load(Ordering::SeqCst));
+            // Nothing more comes: the wait ends in a timeout, and says so.
+            let end = body.frame().await;
+            assert!(
+                matches!(end, Some(Err(Error::ConnectionReadTimeout))),
+                "{end:?}"
+            );
+            assert!(flag.load(Ordering::SeqCst));
+        });
+    }
+}

@@ -1,0 +1,233 @@
+//! One connection and its requests: each request gets a fresh instance of
+//! the registry component from the pre-linked `InstancePre` once admission
+//! gives it a slot; the component answers through `wasi:http`. A trap fails
+//! only its own request. Slow clients are bounded at every step: request
+//! heads by `http.headerTimeout`, bodies by `http.bodyTimeout`, and what they
+//! hold by the slots (`admission`).
+
+use crate::admission::{Admission, Slot, QUEUE_WAIT, RETRY_AFTER_SECS};
+use crate::body::{self, BodyFailure, GuestBody};
+use crate::config::Http;
+use crate::metrics::Metrics;
+use crate::runtime::{Priority, Runtime};
+use anyhow::Result;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::WasiHttpView;
+
+type Response = hyper::Response<HyperOutgoingBody>;
+
+pub struct Serving {
+    rt: Arc<Runtime>,
+    metrics: Arc<Metrics>,
+    admission: Admission,
+    header_timeout: Duration,
+    body_timeout: Duration,
+}
+
+impl Serving {
+    pub fn new(rt: Arc<Runtime>, metrics: Arc<Metrics>, http: &Http) -> Serving {
+        Serving {
+            rt,
+            metrics,
+            admission: Admission::new(http.max_requests_in_flight, QUEUE_WAIT),
+            header_timeout: http.header_timeout,
+            body_timeout: http.body_timeout,
+        }
+    }
+
+    /// Serve one connection until the client closes it or it times out.
+    pub async fn connection(self: Arc<Self>, stream: TcpStream) {
+        let first = Arc::new(Notify::new());
+        let (this, seen) = (self.clone(), first.clone());
+        let service = service_fn(move |req| {
+            seen.notify_one();
+            this.clone().handle(req)
+        });
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_timeout);
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        // hyper times out request heads once it knows the connection speaks
+        // HTTP/1; before the first request (while the protocol is sniffed,
+        // for one) nothing would, so this does.
+        let in_time = tokio::select! {
+            r = conn.as_mut() => return log_end(r),
+            waited = tokio::time::timeout(self.header_timeout, first.notified()) => waited.is_ok(),
+        };
+        if !in_time {
+            tracing::debug!("no request within http.headerTimeout; closing the connection");
+            return;
+        }
+        log_end(conn.await);
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        req: hyper::Request<Incoming>,
+    ) -> Result<Response, std::convert::Infallible> {
+        if req.uri().path() == "/metrics" {
+            let text = self.metrics.render() + &self.admission.render();
+            return Ok(text_response(200, "text/plain; version=0.0.4", text));
+        }
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let prepared = match body::prepare(req, self.body_timeout).await {
+            Ok(p) => p,
+            Err(BodyFailure::TimedOut) => return Ok(self.body_timed_out(&method, &path)),
+            Err(BodyFailure::Failed(e)) => {
+                tracing::debug!(%method, %path, error = %e, "request body failed");
+                return Ok(oci_error(
+                    400,
+                    "SIZE_INVALID",
+                    "the request body ended before its Content-Length",
+                ));
+            }
+        };
+        let Some(slot) = self.admission.admit(prepared.streams).await else {
+            tracing::debug!(%method, %path, "no request slot came free; answering 503");
+            return Ok(too_many_requests());
+        };
+        let result = run_guest(&self.rt, prepared.req, slot).await;
+        // The guest's answer to a body that stalled is about the stall (it
+        // failed to write), so the client is told that instead.
+        if prepared.timed_out.load(Ordering::SeqCst) {
+            return Ok(self.body_timed_out(&method, &path));
+        }
+        match result {
+            Ok(resp) => {
+                tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");
+                Ok(resp)
+            }
+            Err(e) => {
+                tracing::error!(%method, %path, error = format!("{e:#}"), "request failed in the registry component");
+                Ok(oci_error(
+                    500,
+                    "INTERNAL_ERROR",
+                    "the registry component failed on this request",
+                ))
+            }
+        }
+    }
+
+    fn body_timed_out(&self, method: &hyper::Method, path: &str) -> Response {
+        self.admission.record_body_timeout();
+        tracing::info!(%method, %path, "request body stalled past http.bodyTimeout; answering 408");
+        let msg = format!(
+            "the request body sent nothing for {:?} (http.bodyTimeout)",
+            self.body_timeout
+        );
+        with_header(
+            oci_error(408, "BLOB_UPLOAD_INVALID", &msg),
+            "Connection",
+            "close",
+        )
+    }
+}
+
+fn log_end(r: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+    if let Err(e) = r {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Run the request on a fresh instance. The instance runs in its own task so
+/// it can keep streaming the body after the response head is handed to
+/// hyper; the slot goes with it and is freed only once the instance is gone,
+/// so the pool never holds more request instances than there are slots.
+async fn run_guest(rt: &Runtime, req: hyper::Request<GuestBody>, slot: Slot) -> Result<Response> {
+    let mut store = rt.new_store(Priority::Request);
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let incoming = store
+        .data_mut()
+        .http()
+        .new_incoming_request(Scheme::Http, req)?;
+    let out = store.data_mut().http().new_response_outparam(sender)?;
+    let pre = rt.pre().clone();
+    let task = tokio::spawn(async move {
+        let result = async {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, incoming, out)
+                .await
+        }
+        .await;
+        drop(store);
+        drop(slot);
+        result
+    });
+    match receiver.await {
+        Ok(Ok(resp)) => {
+            // Log a failure after the head was sent: the client saw a truncated body.
+            tokio::spawn(async move {
+                match task.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(
+                        error = format!("{e:#}"),
+                        "registry component failed mid-response"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "registry task panicked mid-response"),
+                }
+            });
+            Ok(resp)
+        }
+        Ok(Err(code)) => anyhow::bail!("the component answered with an error: {code:?}"),
+        Err(_) => match task.await {
+            Ok(Ok(())) => anyhow::bail!("the component never set a response"),
+            Ok(Err(e)) => Err(anyhow::Error::from(e)),
+            Err(e) => Err(e.into()),
+        },
+    }
+}
+
+/// 503 with when to come back, as the distribution spec's TOOMANYREQUESTS.
+fn too_many_requests() -> Response {
+    with_header(
+        oci_error(
+            503,
+            "TOOMANYREQUESTS",
+            "too many requests in flight; retry later",
+        ),
+        "Retry-After",
+        &RETRY_AFTER_SECS.to_string(),
+    )
+}
+
+fn oci_error(status: u16, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({"errors": [{"code": code, "message": message, "detail": ""}]});
+    text_response(status, "application/json", body.to_string())
+}
+
+fn with_header(mut resp: Response, name: &'static str, value: &str) -> Response {
+    if let Ok(v) = hyper::header::HeaderValue::from_str(value) {
+        resp.headers_mut().insert(name, v);
+    }
+    resp
+}
+
+pub fn text_response(status: u16, content_type: &str, body: String) -> Response {
+    hyper::Response::builder()
+        .status(status)
+        .header("Content-Type", content_type)
+        .header("Docker-Distribution-API-Version", "registry/2.0")
+        .body(
+            Full::new(Bytes::from(body))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
+        .unwrap_or_else(|_| hyper::Response::new(HyperOutgoingBody::default()))
+}
