@@ -114,6 +114,17 @@ fi
 export SKIFF_PYTHON="$VENV/bin/python"
 
 # --- Build and test -------------------------------------------------------
+# One build cache per machine, outside the clone, so a fresh clone (CI's)
+# rebuilds only the workspace's own crates, not wasmtime. An explicit
+# CARGO_TARGET_DIR wins.
+if [ -z "${CARGO_TARGET_DIR:-}" ]; then
+    for dir in /var/cache/skiff-target "${XDG_CACHE_HOME:-$HOME/.cache}/skiff-target"; do
+        if mkdir -p "$dir" 2>/dev/null && [ -w "$dir" ]; then
+            export CARGO_TARGET_DIR="$dir"
+            break
+        fi
+    done
+fi
 say "cargo build --release -p skiff"
 cargo build --release -p skiff
 say "cargo test --release --workspace"
