@@ -664,7 +664,7 @@ fn malformed_requests_are_refused_cleanly() {
     want.insert(format!("{REPO}/index.json"));
     want.insert(format!("{REPO}/oci-layout"));
     // The dedupe cache (on by default) lives at the root.
-    want.insert("cache.db".to_string());
+    want.insert(".skiff-cache.db".to_string());
     assert_eq!(
         files_under(&reg.root()),
         want,

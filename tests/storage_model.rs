@@ -268,7 +268,7 @@ fn dedupe_off_keeps_a_copy_per_repository() {
     }
     let root = reg.root();
     assert!(
-        !root.join("cache.db").exists(),
+        !root.join(".skiff-cache.db").exists(),
         "dedupe off made a dedupe cache"
     );
     let inodes: HashSet<u64> = (0..10)
@@ -448,8 +448,8 @@ fn subpaths_are_separate_stores_behind_one_api() {
         inode(&blob_path(&infra, "infra/db", digest)),
         "/infra has dedupe off"
     );
-    assert!(team.join("cache.db").is_file());
-    assert!(!infra.join("cache.db").exists());
+    assert!(team.join(".skiff-cache.db").is_file());
+    assert!(!infra.join(".skiff-cache.db").exists());
 
     // A mount across stores copies the bytes into the destination's store.
     let r = reg.mount("plain/y", digest, "team/app");

@@ -289,6 +289,10 @@ impl Runtime {
         store
     }
 
+    pub fn objects(&self) -> &Objects {
+        &self.objects
+    }
+
     pub fn pre(&self) -> &ProxyPre<Ctx> {
         &self.pre
     }

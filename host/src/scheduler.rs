@@ -100,6 +100,7 @@ pub async fn gc_all(
 
 /// Scrub every repository.
 pub async fn scrub_all(rt: &Runtime, metrics: &Metrics) -> anyhow::Result<Vec<ScrubOutcome>> {
+    rt.objects().begin_scrub_pass();
     let mut out = Vec::new();
     for repo in rt.repositories().await? {
         let result = rt.scrub(&repo).await;

@@ -97,6 +97,11 @@ pub async fn gc_once(cfg: Config) -> Result<()> {
     )?;
     let started = std::time::Instant::now();
     let outcomes = scheduler::gc_all(&runtime, &cfg, |_| true, &Metrics::default()).await?;
+    if cfg.stores().any(|(_, s)| s.retention_dry_run) {
+        println!(
+            "retention.dryRun: a dry run; the counts are what would be removed, and nothing was"
+        );
+    }
     println!(
         "{:<40} {:>5} {:>9} {:>6} {:>12} {:>7}",
         "REPOSITORY", "TAGS", "MANIFESTS", "BLOBS", "BYTES FREED", "UPLOADS"
@@ -171,8 +176,9 @@ pub async fn scrub_once(cfg: Config) -> Result<bool> {
         }
     }
     println!(
-        "{} repositories, {bytes} bytes re-hashed in {:.2?}",
+        "{} repositories, {bytes} bytes of blobs checked, {} bytes hashed in {:.2?}",
         outcomes.len(),
+        runtime.objects().bytes_hashed(),
         started.elapsed()
     );
     Ok(affected)
@@ -192,14 +198,11 @@ pub enum Use {
 /// The default store and one per subpath, each in its own root directory.
 pub fn open_stores(cfg: &Config, how: Use) -> Result<Objects> {
     let open = |s: &crate::config::StoreConfig, key: &str| -> Result<Arc<Disk>> {
-        let disk = match Disk::new(s.root_directory.clone(), s.commit, s.dedupe) {
-            Err(e) if how == Use::Beside && s.dedupe => {
-                tracing::info!(error = format!("{e:#}"), "working without the dedupe cache");
-                Disk::new(s.root_directory.clone(), s.commit, false)
-            }
-            r => r,
-        }
-        .with_context(|| format!("{key}: cannot use {}", s.root_directory.display()))?;
+        // Beside a server the cache is the server's: never open it, or a
+        // server (re)started while a long pass runs could not take it.
+        let dedupe = s.dedupe && how == Use::Serve;
+        let disk = Disk::new(s.root_directory.clone(), s.commit, dedupe)
+            .with_context(|| format!("{key}: cannot use {}", s.root_directory.display()))?;
         Ok(Arc::new(disk))
     };
     let default = open(&cfg.storage, "storage.rootDirectory")?;

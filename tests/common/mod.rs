@@ -101,6 +101,12 @@ impl Registry {
         self.req("DELETE", path).send()
     }
 
+    /// Stop the server and keep its data (the directory goes on drop).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -1,6 +1,6 @@
 //! The dedupe cache: which keys hold each content-addressed blob, so a blob
 //! pushed into another repository becomes a hard link to a copy already on
-//! disk. An embedded redb database (`<rootDirectory>/cache.db`).
+//! disk. An embedded redb database (`<rootDirectory>/.skiff-cache.db`).
 //!
 //! The cache is advisory: a key it names is checked on disk before use, and a
 //! stale entry is dropped. Losing the file loses only dedupe opportunities.

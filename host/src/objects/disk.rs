@@ -42,10 +42,30 @@ pub struct Disk {
     /// host, or on any mismatch, the object is hashed whole instead.
     partial: std::sync::Mutex<HashMap<String, (u64, Sha256)>>,
     locks: Vec<tokio::sync::Mutex<()>>,
+    /// Digests of files hashed in the background during the current scrub
+    /// pass, by inode and version: a deduped blob linked into many
+    /// repositories is hashed once per pass, not once per repository.
+    pass_digests: std::sync::Mutex<HashMap<FileVersion, String>>,
+    /// Bytes hashed by background work since start.
+    bytes_hashed: std::sync::atomic::AtomicU64,
 }
 
-/// The dedupe cache's file under a store's root.
-pub const CACHE_FILE: &str = "cache.db";
+/// A file's identity and version: the same inode, size and mtime mean the
+/// same bytes for as long as one scrub pass lasts.
+#[derive(Hash, PartialEq, Eq, Clone, Copy)]
+struct FileVersion {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    sha512: bool,
+}
+
+/// The dedupe cache's file under a store's root. Hidden, so no repository
+/// name can collide with it (`cache.db` is a valid repository name).
+pub const CACHE_FILE: &str = ".skiff-cache.db";
+/// Where earlier versions kept it.
+const LEGACY_CACHE_FILE: &str = "cache.db";
 
 fn io_err(e: io::Error) -> ObjectError {
     match e.kind() {
@@ -120,13 +140,42 @@ fn lock_version(path: &Path, version: &str) -> Result<File, ObjectError> {
         Err(e) if e.kind() == ErrorKind::NotFound => return Err(ObjectError::PreconditionFailed),
         Err(e) => return Err(io_err(e)),
     };
-    // Held only for a stat and a rename, so waiting is brief.
-    f.lock().map_err(io_err)?;
+    // A writer holding it is about to change the object (or, for an upload,
+    // is appending to it): the version is not the one the caller saw.
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => return Err(ObjectError::PreconditionFailed),
+        Err(TryLockError::Error(e)) => return Err(io_err(e)),
+    }
     let current = meta_of(&f.metadata().map_err(io_err)?).version;
     if current != version || !still_named(&f, path).map_err(io_err)? {
         return Err(ObjectError::PreconditionFailed);
     }
     Ok(f)
+}
+
+/// Put `tmp` in place of the file at `path`, but only if `path` still names
+/// the file `ino` that the caller looked at: under that file's lock, which
+/// deletes of blobs take too, so a blob deleted meanwhile is never brought
+/// back. False if nothing was replaced.
+fn replace_if_same(path: &Path, ino: u64, tmp: &Path, commit: bool) -> io::Result<bool> {
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    f.lock()?;
+    if f.metadata()?.ino() != ino || !still_named(&f, path)? {
+        return Ok(false);
+    }
+    if commit {
+        File::open(tmp)?.sync_all()?;
+    }
+    fs::rename(tmp, path)?;
+    if commit {
+        sync_dir(path)?;
+    }
+    Ok(true)
 }
 
 fn algorithm_of(d: &skiff_core::Digest) -> HashAlgorithm {
@@ -277,6 +326,12 @@ impl Disk {
         fs::create_dir_all(&root)?;
         let dedupe = if dedupe {
             let path = root.join(CACHE_FILE);
+            let legacy = root.join(LEGACY_CACHE_FILE);
+            // A regular file there is an old cache (a repository would be a
+            // directory); it is only advisory, so a failed move costs nothing.
+            if !path.exists() && fs::metadata(&legacy).is_ok_and(|m| m.is_file()) {
+                let _ = fs::rename(&legacy, &path);
+            }
             let cache = DedupeCache::open(&path)
                 .map_err(|e| anyhow::anyhow!("opening the dedupe cache {}: {e}", path.display()))?;
             Some(Arc::new(cache))
@@ -288,6 +343,8 @@ impl Disk {
             commit,
             dedupe,
             partial: Default::default(),
+            pass_digests: Default::default(),
+            bytes_hashed: Default::default(),
             locks: (0..LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
@@ -489,6 +546,13 @@ impl Disk {
         blocking(move || {
             let _locked = match &when {
                 Condition::IfVersion(v) => Some(lock_version(&path, v)?),
+                // A blob's lock orders this delete with dedupe convergence
+                // replacing the same file (held briefly, so waiting is fine).
+                _ if content_digest(&key).is_some() => {
+                    let f = File::open(&path).map_err(io_err)?;
+                    f.lock().map_err(io_err)?;
+                    Some(f)
+                }
                 _ => None,
             };
             fs::remove_file(&path).map_err(io_err)?;
@@ -719,13 +783,25 @@ impl Disk {
     }
 
     /// `digest` for background work (scrub): on a thread of its own at the
-    /// lowest CPU priority, so hashing a large store yields to requests.
+    /// lowest CPU priority, so hashing a large store yields to requests;
+    /// each file (inode) at most once per pass.
     pub async fn digest_low_priority(
         &self,
         key: &str,
         algorithm: HashAlgorithm,
     ) -> Result<String, ObjectError> {
         let path = self.path(key)?;
+        let md = fs::metadata(&path).map_err(io_err)?;
+        let version = FileVersion {
+            dev: md.dev(),
+            ino: md.ino(),
+            size: md.len(),
+            mtime_ns: md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128,
+            sha512: matches!(algorithm, HashAlgorithm::Sha512),
+        };
+        if let Some(hex) = self.pass_memo().get(&version) {
+            return Ok(hex.clone());
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("skiff-background".into())
@@ -734,8 +810,31 @@ impl Disk {
                 let _ = tx.send(digest_file(&path, algorithm).map_err(io_err));
             })
             .map_err(io_err)?;
-        rx.await
-            .map_err(|_| ObjectError::Io("background hashing thread failed".into()))?
+        let hex = rx
+            .await
+            .map_err(|_| ObjectError::Io("background hashing thread failed".into()))??;
+        self.bytes_hashed
+            .fetch_add(version.size, std::sync::atomic::Ordering::Relaxed);
+        let mut memo = self.pass_memo();
+        // Bounded: past this, files are hashed again rather than remembered.
+        if memo.len() < 1 << 20 {
+            memo.insert(version, hex.clone());
+        }
+        Ok(hex)
+    }
+
+    fn pass_memo(&self) -> std::sync::MutexGuard<'_, HashMap<FileVersion, String>> {
+        self.pass_digests.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A scrub pass starts: every file is hashed afresh.
+    pub fn begin_scrub_pass(&self) {
+        self.pass_memo().clear();
+    }
+
+    /// Bytes hashed by background work (scrub) since start.
+    pub fn bytes_hashed(&self) -> u64 {
+        self.bytes_hashed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The publish step of an upload (the WIT `publish`): check that `src`
@@ -924,7 +1023,9 @@ impl Disk {
                 }
                 // One transaction for the lot: a commit per blob would make a
                 // large store's first start with dedupe take minutes.
-                if let Err(e) =
+                if blobs.is_empty() {
+                    // Nothing to record: leave the cache file untouched.
+                } else if let Err(e) =
                     cache.record_all(blobs.iter().map(|(k, d)| (d.as_str(), k.as_str())))
                 {
                     tracing::warn!(error = %e, "dedupe cache write failed");
@@ -952,12 +1053,12 @@ impl Disk {
                             continue;
                         }
                         let tmp = temp_name(path);
-                        if fs::hard_link(orig, &tmp).is_ok() {
-                            if fs::rename(&tmp, path).is_ok() {
-                                changed += 1;
-                            }
-                            let _ = fs::remove_file(&tmp);
+                        if fs::hard_link(orig, &tmp).is_ok()
+                            && replace_if_same(path, *ino, &tmp, self.commit).unwrap_or(false)
+                        {
+                            changed += 1;
                         }
+                        let _ = fs::remove_file(&tmp);
                     }
                 }
             }
@@ -969,7 +1070,9 @@ impl Disk {
                     };
                     if md.nlink() > 1 {
                         let tmp = temp_name(&path);
-                        if fs::copy(&path, &tmp).is_ok() && fs::rename(&tmp, &path).is_ok() {
+                        if fs::copy(&path, &tmp).is_ok()
+                            && replace_if_same(&path, md.ino(), &tmp, self.commit).unwrap_or(false)
+                        {
                             changed += 1;
                         }
                         let _ = fs::remove_file(&tmp);

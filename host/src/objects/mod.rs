@@ -40,6 +40,16 @@ impl Objects {
             .unwrap_or(&self.default)
     }
 
+    /// A scrub pass starts: files are hashed afresh (once each in the pass).
+    pub fn begin_scrub_pass(&self) {
+        self.disks().for_each(|d| d.begin_scrub_pass());
+    }
+
+    /// Bytes hashed by background work since start, over every store.
+    pub fn bytes_hashed(&self) -> u64 {
+        self.disks().map(|d| d.bytes_hashed()).sum()
+    }
+
     /// Every store, default first (the order of `Config::stores`).
     pub fn disks(&self) -> impl Iterator<Item = &Arc<Disk>> {
         std::iter::once(&self.default).chain(self.sub_paths.iter().map(|(_, d)| d))
