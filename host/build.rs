@@ -22,8 +22,10 @@ fn main() -> Result<()> {
         .parent()
         .context("workspace root")?
         .to_path_buf();
-    for dir in ["components", "wit", "Cargo.toml", "Cargo.lock"] {
-        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    // Every file, not the directories: cargo was seen to take a changed
+    // component source for fresh when only `components` was named.
+    for path in ["components", "wit", "Cargo.toml", "Cargo.lock"] {
+        watch(&root.join(path))?;
     }
 
     ensure_target()?;
@@ -40,6 +42,21 @@ fn main() -> Result<()> {
             out.join(format!("{job}.wasm")),
         )?;
     }
+    Ok(())
+}
+
+/// Ask cargo to rerun this script when `path`, or any file below it, changes.
+fn watch(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        // Build output and editor droppings do not matter.
+        if path.file_name().is_some_and(|n| n == "target") {
+            return Ok(());
+        }
+        for entry in std::fs::read_dir(path)? {
+            watch(&entry?.path())?;
+        }
+    }
+    println!("cargo:rerun-if-changed={}", path.display());
     Ok(())
 }
 
