@@ -1,6 +1,7 @@
 //! The process's life: what SIGTERM and SIGINT do to requests in flight and
-//! to start-up work. Waits are bounded; what is asserted is who gets which
-//! answer and how the process exits, never how long anything took.
+//! to start-up work, and what a torn compiled-component cache does to the
+//! next start. Waits are bounded; what is asserted is who gets which answer
+//! and how the process exits, never how long anything took.
 
 mod common;
 use common::*;
@@ -10,6 +11,7 @@ use sha2::{Digest, Sha256};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -376,5 +378,92 @@ fn a_second_signal_during_the_drain_exits_at_once() {
             .unwrap_or_else(|| panic!("signal {signal}: a second one did not end the 60 s drain"));
         assert_eq!(status.code(), Some(code), "signal {signal}: {status}");
         drop(up);
+    }
+}
+
+// ---------------------------------------------------------------- component cache
+
+/// The compiled components a server cached in `dir` (no temporary files).
+fn cached(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = names_in(dir)
+        .into_iter()
+        .filter(|n| n.ends_with(".cwasm") && !n.starts_with('.'))
+        .map(|n| dir.join(n))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The cache file's own check, as skiff writes it: `SKIFFCW1`, the sha256 of
+/// the serialized component, then the serialized component.
+fn seal_holds(bytes: &[u8]) -> bool {
+    bytes.len() > 40
+        && &bytes[..8] == b"SKIFFCW1"
+        && bytes[8..40] == Sha256::digest(&bytes[40..])[..]
+}
+
+fn round_trip(reg: &Registry, seed: &str) {
+    let (manifest, _) = reg.push_image("cache/app", seed, seed);
+    let r = reg.get_manifest("cache/app", seed);
+    assert_eq!(r.status, 200, "pull {seed}: {}", r.text());
+    assert_eq!(r.body, manifest);
+    let layer = format!("layer of {seed}");
+    reg.pull_blob("cache/app", &sha256(layer.as_bytes()));
+}
+
+/// A torn or rotten cache file is noticed, recompiled and rewritten: the
+/// server serves correctly, and the files check out again.
+#[test]
+fn a_corrupt_component_cache_is_recompiled_and_rewritten() {
+    let cache = tempfile::tempdir().unwrap();
+    {
+        let reg = Registry::start_with_cache(cache.path(), |_| {});
+        round_trip(&reg, "v1");
+    }
+    let files = cached(cache.path());
+    assert_eq!(files.len(), 3, "{files:?}");
+    // One file with bytes flipped in the middle, one truncated to half,
+    // one cut to nothing.
+    let mut corrupted = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let mut bytes = std::fs::read(f).unwrap();
+        match i {
+            0 => {
+                let mid = bytes.len() / 2;
+                for b in &mut bytes[mid..mid + 64] {
+                    *b ^= 0x5a;
+                }
+            }
+            1 => bytes.truncate(bytes.len() / 2),
+            _ => bytes.clear(),
+        }
+        std::fs::write(f, &bytes).unwrap();
+        corrupted.push(bytes);
+    }
+    {
+        let reg = Registry::start_with_cache(cache.path(), |_| {});
+        round_trip(&reg, "v2");
+        round_trip(&reg, "v1");
+    }
+    assert_eq!(cached(cache.path()), files, "other cache files than before");
+    let mut inodes = Vec::new();
+    for (f, bad) in files.iter().zip(&corrupted) {
+        let bytes = std::fs::read(f).unwrap();
+        assert!(bytes != *bad, "{} was not rewritten", f.display());
+        assert!(seal_holds(&bytes), "{} does not check out", f.display());
+        inodes.push(std::fs::metadata(f).unwrap().ino());
+    }
+    // Files that check out are loaded as they are, not compiled again.
+    {
+        let reg = Registry::start_with_cache(cache.path(), |_| {});
+        round_trip(&reg, "v3");
+    }
+    for (f, ino) in files.iter().zip(&inodes) {
+        assert_eq!(
+            std::fs::metadata(f).unwrap().ino(),
+            *ino,
+            "{} was rewritten though it checked out",
+            f.display()
+        );
     }
 }

@@ -4,6 +4,7 @@
 
 mod admission;
 mod body;
+mod cache;
 mod config;
 mod http;
 mod metrics;

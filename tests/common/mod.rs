@@ -35,11 +35,28 @@ impl Registry {
         edit(&mut cfg);
         let cfg_path = config_path(data.path());
         std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-        Registry::spawn(&cfg_path, data)
+        Registry::spawn(skiff_command("serve", &cfg_path), data)
     }
 
-    fn spawn(cfg: &Path, data: tempfile::TempDir) -> Registry {
-        let mut child = skiff_command("serve", cfg)
+    /// Like [`Registry::start_with`], with compiled components cached in
+    /// `cache` rather than in the test run's shared cache.
+    pub fn start_with_cache(cache: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> Registry {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut cfg = serde_json::json!({
+            "http": {"address": "127.0.0.1", "port": 0},
+            "storage": {"rootDirectory": data.path().join("root")},
+            "log": {"level": "warn"}
+        });
+        edit(&mut cfg);
+        let cfg_path = config_path(data.path());
+        std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+        let mut command = skiff_command("serve", &cfg_path);
+        command.env("SKIFF_CACHE_DIR", cache);
+        Registry::spawn(command, data)
+    }
+
+    fn spawn(mut command: Command, data: tempfile::TempDir) -> Registry {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
