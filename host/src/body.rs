@@ -5,6 +5,7 @@
 //! the body timeout; the guest then sees a stream error and the write fails,
 //! so nothing half-sent is published.
 
+use crate::shutdown::{self, Phase};
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
@@ -15,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::sync::watch;
 use wasmtime_wasi_http::Error;
 
 /// Bodies up to this size are read by the host before the request is admitted.
@@ -88,6 +90,55 @@ where
     }
 }
 
+/// A body that fails once the server's drain has timed out
+/// ([`Phase::CutOff`]), even while the client is still sending, so that its
+/// request is answered before the process ends rather than cut off bare.
+pub struct CutOff<B> {
+    inner: B,
+    cut: Pin<Box<dyn Future<Output = ()> + Send>>,
+    was_cut: Arc<AtomicBool>,
+}
+
+impl<B> CutOff<B> {
+    pub fn new(inner: B, phase: watch::Receiver<Phase>, was_cut: Arc<AtomicBool>) -> CutOff<B> {
+        CutOff {
+            inner,
+            cut: Box::pin(shutdown::reached(phase, Phase::CutOff)),
+            was_cut,
+        }
+    }
+}
+
+impl<B> Body for CutOff<B>
+where
+    B: Body<Data = Bytes, Error = Error> + Unpin,
+{
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = self.get_mut();
+        // Checked first: a client that sends without pause is cut off too.
+        if this.was_cut.load(Ordering::SeqCst) || this.cut.as_mut().poll(cx).is_ready() {
+            // Set before the error is seen, as with the idle timeout.
+            this.was_cut.store(true, Ordering::SeqCst);
+            return Poll::Ready(Some(Err(Error::ConnectionTerminated)));
+        }
+        Pin::new(&mut this.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A request ready for the guest.
 pub struct Prepared {
     pub req: hyper::Request<GuestBody>,
@@ -95,28 +146,37 @@ pub struct Prepared {
     pub streams: bool,
     /// Set once its body failed for want of bytes from the client.
     pub timed_out: Arc<AtomicBool>,
+    /// Set once its body was cut off at the end of the server's drain.
+    pub cut_off: Arc<AtomicBool>,
 }
 
 pub enum BodyFailure {
     /// The client sent nothing for the body timeout.
     TimedOut,
+    /// The server's drain timed out while the body was being read.
+    CutOff,
     /// The body ended early or broke (the client went away, say).
     Failed(Error),
 }
 
 /// Read a small body whole (within the idle timeout), or wrap a large one
-/// (or one of unknown length) to stream with it.
+/// (or one of unknown length) to stream with it. Either fails at the
+/// server's cut-off (`phase`).
 pub async fn prepare(
     req: hyper::Request<Incoming>,
     idle: Duration,
+    phase: watch::Receiver<Phase>,
 ) -> Result<Prepared, BodyFailure> {
     let (parts, body) = req.into_parts();
     let timed_out = Arc::new(AtomicBool::new(false));
+    let cut_off = Arc::new(AtomicBool::new(false));
     let body = IdleTimeout::new(body, idle, timed_out.clone());
+    let body = CutOff::new(body, phase, cut_off.clone());
     let small = body.size_hint().exact().is_some_and(|n| n <= BUFFER_LIMIT);
     let body = if small {
         let bytes = match body.collect().await {
             Ok(c) => c.to_bytes(),
+            Err(_) if cut_off.load(Ordering::SeqCst) => return Err(BodyFailure::CutOff),
             Err(_) if timed_out.load(Ordering::SeqCst) => return Err(BodyFailure::TimedOut),
             Err(e) => return Err(BodyFailure::Failed(e)),
         };
@@ -130,6 +190,7 @@ pub async fn prepare(
         req: hyper::Request::from_parts(parts, body),
         streams: !small,
         timed_out,
+        cut_off,
     })
 }
 
@@ -155,6 +216,40 @@ mod tests {
     fn poll_once(body: &mut IdleTimeout<Fed>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         Pin::new(body).poll_frame(&mut cx)
+    }
+
+    #[test]
+    fn the_cut_off_fails_a_body_even_while_bytes_keep_coming() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let (phase, watching) = watch::channel(Phase::Serving);
+            let flag = Arc::new(AtomicBool::new(false));
+            let inner = IdleTimeout::new(Fed(rx), Duration::from_secs(60), Default::default());
+            let mut body = CutOff::new(inner, watching, flag.clone());
+            tx.send(Bytes::from_static(b"a")).unwrap();
+            let first = body.frame().await;
+            assert!(matches!(first, Some(Ok(_))), "{first:?}");
+            // Draining is not the cut-off: bodies go on.
+            phase.send_replace(Phase::Draining);
+            tx.send(Bytes::from_static(b"b")).unwrap();
+            let second = body.frame().await;
+            assert!(matches!(second, Some(Ok(_))), "{second:?}");
+            assert!(!flag.load(Ordering::SeqCst));
+            phase.send_replace(Phase::CutOff);
+            tx.send(Bytes::from_static(b"c")).unwrap();
+            let cut = body.frame().await;
+            assert!(
+                matches!(cut, Some(Err(Error::ConnectionTerminated))),
+                "{cut:?}"
+            );
+            assert!(flag.load(Ordering::SeqCst));
+            let again = body.frame().await;
+            assert!(matches!(again, Some(Err(_))), "{again:?}");
+        });
     }
 
     #[test]

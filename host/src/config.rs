@@ -46,6 +46,9 @@ pub struct Http {
     /// Execution time the registry component may spend on one request
     /// (time it runs, not time it waits for a client).
     pub request_cpu_budget: Duration,
+    /// After SIGTERM/SIGINT, how long requests in flight may take to finish
+    /// before request bodies still streaming in are cut off (`shutdown`).
+    pub shutdown_timeout: Duration,
 }
 
 impl Http {
@@ -153,6 +156,7 @@ impl Default for Config {
                 header_timeout: Duration::from_secs(30),
                 body_timeout: Duration::from_secs(60),
                 request_cpu_budget: Duration::from_secs(30),
+                shutdown_timeout: Duration::from_secs(30),
             },
             storage: StoreConfig::default_at(PathBuf::from("skiff-data")),
             sub_paths: Vec::new(),
@@ -177,6 +181,7 @@ const KNOWN: &[&str] = &[
     "http.headerTimeout",
     "http.bodyTimeout",
     "http.requestCpuBudget",
+    "http.shutdownTimeout",
     // Present only as null (or `apikey: false`) once `refuse_unsupported` passed.
     "http.tls",
     "http.accessControl",
@@ -280,6 +285,10 @@ impl Config {
                     bail!("{key}: must be more than zero");
                 }
             }
+        }
+        if let Some(v) = lookup(&root, "http.shutdownTimeout") {
+            // Zero is allowed: no drain, bodies in flight are cut off at once.
+            cfg.http.shutdown_timeout = parse_duration(v, "http.shutdownTimeout")?;
         }
         if let Some(Value::Object(storage)) = root.get("storage") {
             cfg.storage = parse_store(storage, "storage", &cfg.storage)?;
@@ -1014,6 +1023,11 @@ mod tests {
                 r#"{"http":{"requestCpuBudget":"lots"}}"#,
                 "http.requestCpuBudget",
             ),
+            (
+                r#"{"http":{"shutdownTimeout":"soon"}}"#,
+                "http.shutdownTimeout",
+            ),
+            (r#"{"http":{"shutdownTimeout":30}}"#, "http.shutdownTimeout"),
         ] {
             let e = format!("{:#}", Config::parse(text).unwrap_err());
             assert!(e.contains(key), "{key}: {e}");
@@ -1030,9 +1044,10 @@ mod tests {
         assert_eq!(d.header_timeout, Duration::from_secs(30));
         assert_eq!(d.body_timeout, Duration::from_secs(60));
         assert_eq!(d.request_cpu_budget, Duration::from_secs(30));
+        assert_eq!(d.shutdown_timeout, Duration::from_secs(30));
         let c = Config::parse(
             r#"{"http":{"maxConnections":10,"maxRequestsInFlight":4,"headerTimeout":"5s",
-                "bodyTimeout":"2m","requestCpuBudget":"500ms"}}"#,
+                "bodyTimeout":"2m","requestCpuBudget":"500ms","shutdownTimeout":"1m30s"}}"#,
         )
         .unwrap();
         assert_eq!(c.http.max_connections, 10);
@@ -1040,6 +1055,9 @@ mod tests {
         assert_eq!(c.http.header_timeout, Duration::from_secs(5));
         assert_eq!(c.http.body_timeout, Duration::from_secs(120));
         assert_eq!(c.http.request_cpu_budget, Duration::from_millis(500));
+        assert_eq!(c.http.shutdown_timeout, Duration::from_secs(90));
+        let zero = Config::parse(r#"{"http":{"shutdownTimeout":"0s"}}"#).unwrap();
+        assert_eq!(zero.http.shutdown_timeout, Duration::ZERO);
         assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
     }
 

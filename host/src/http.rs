@@ -3,13 +3,15 @@
 //! gives it a slot; the component answers through `wasi:http`. A trap fails
 //! only its own request. Slow clients are bounded at every step: request
 //! heads by `http.headerTimeout`, bodies by `http.bodyTimeout`, and what they
-//! hold by the slots (`admission`).
+//! hold by the slots (`admission`). Once the server drains (`shutdown`),
+//! each connection closes after the request it is serving.
 
 use crate::admission::{Admission, Slot, QUEUE_WAIT, RETRY_AFTER_SECS};
 use crate::body::{self, BodyFailure, GuestBody};
 use crate::config::Http;
 use crate::metrics::Metrics;
 use crate::runtime::{Priority, Runtime};
+use crate::shutdown::{self, Phase};
 use anyhow::Result;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -20,7 +22,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
@@ -33,20 +35,28 @@ pub struct Serving {
     admission: Admission,
     header_timeout: Duration,
     body_timeout: Duration,
+    phase: watch::Receiver<Phase>,
 }
 
 impl Serving {
-    pub fn new(rt: Arc<Runtime>, metrics: Arc<Metrics>, http: &Http) -> Serving {
+    pub fn new(
+        rt: Arc<Runtime>,
+        metrics: Arc<Metrics>,
+        http: &Http,
+        phase: watch::Receiver<Phase>,
+    ) -> Serving {
         Serving {
             rt,
             metrics,
             admission: Admission::new(http.max_requests_in_flight, QUEUE_WAIT),
             header_timeout: http.header_timeout,
             body_timeout: http.body_timeout,
+            phase,
         }
     }
 
-    /// Serve one connection until the client closes it or it times out.
+    /// Serve one connection until the client closes it, it times out, or
+    /// the server drains and its request in flight (if any) is answered.
     pub async fn connection(self: Arc<Self>, stream: TcpStream) {
         let first = Arc::new(Notify::new());
         let (this, seen) = (self.clone(), first.clone());
@@ -64,30 +74,49 @@ impl Serving {
         // hyper times out request heads once it knows the connection speaks
         // HTTP/1; before the first request (while the protocol is sniffed,
         // for one) nothing would, so this does.
-        let in_time = tokio::select! {
-            r = conn.as_mut() => return log_end(r),
-            waited = tokio::time::timeout(self.header_timeout, first.notified()) => waited.is_ok(),
-        };
-        if !in_time {
-            tracing::debug!("no request within http.headerTimeout; closing the connection");
-            return;
+        let first_request = tokio::time::timeout(self.header_timeout, first.notified());
+        tokio::pin!(first_request);
+        let draining = shutdown::reached(self.phase.clone(), Phase::Draining);
+        tokio::pin!(draining);
+        let (mut before_first, mut closing) = (true, false);
+        loop {
+            tokio::select! {
+                r = conn.as_mut() => return log_end(r),
+                waited = &mut first_request, if before_first => {
+                    if waited.is_err() {
+                        tracing::debug!("no request within http.headerTimeout; closing the connection");
+                        return;
+                    }
+                    before_first = false;
+                }
+                // hyper closes an idle connection now, a busy one once its
+                // response is sent (HTTP/2: GOAWAY, open streams finish).
+                () = &mut draining, if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
         }
-        log_end(conn.await);
     }
 
     async fn handle(
         self: Arc<Self>,
         req: hyper::Request<Incoming>,
     ) -> Result<Response, std::convert::Infallible> {
+        // A request that got in while its connection was told to close.
+        if *self.phase.borrow() != Phase::Serving {
+            return Ok(shutting_down());
+        }
         if req.uri().path() == "/metrics" {
             let text = self.metrics.render() + &self.admission.render();
             return Ok(text_response(200, "text/plain; version=0.0.4", text));
         }
         let method = req.method().clone();
         let path = req.uri().path().to_string();
-        let prepared = match body::prepare(req, self.body_timeout).await {
+        let prepared = match body::prepare(req, self.body_timeout, self.phase.clone()).await {
             Ok(p) => p,
             Err(BodyFailure::TimedOut) => return Ok(self.body_timed_out(&method, &path)),
+            Err(BodyFailure::CutOff) => return Ok(self.cut_off(&method, &path)),
             Err(BodyFailure::Failed(e)) => {
                 tracing::debug!(%method, %path, error = %e, "request body failed");
                 return Ok(oci_error(
@@ -102,8 +131,11 @@ impl Serving {
             return Ok(too_many_requests());
         };
         let result = run_guest(&self.rt, prepared.req, slot).await;
-        // The guest's answer to a body that stalled is about the stall (it
-        // failed to write), so the client is told that instead.
+        // The guest's answer to a body that stalled or was cut off is about
+        // the failed write, so the client is told why instead.
+        if prepared.cut_off.load(Ordering::SeqCst) {
+            return Ok(self.cut_off(&method, &path));
+        }
         if prepared.timed_out.load(Ordering::SeqCst) {
             return Ok(self.body_timed_out(&method, &path));
         }
@@ -121,6 +153,11 @@ impl Serving {
                 ))
             }
         }
+    }
+
+    fn cut_off(&self, method: &hyper::Method, path: &str) -> Response {
+        tracing::info!(%method, %path, "request body cut off at http.shutdownTimeout; answering 503");
+        shutting_down()
     }
 
     fn body_timed_out(&self, method: &hyper::Method, path: &str) -> Response {
@@ -205,6 +242,23 @@ fn too_many_requests() -> Response {
         "Retry-After",
         &RETRY_AFTER_SECS.to_string(),
     )
+}
+
+/// 503 while the server stops: retry later (against the next server), on
+/// another connection. Nothing of the request was published; an upload
+/// session keeps what was stored of its body, says where it stands (GET),
+/// and can be resumed from there.
+fn shutting_down() -> Response {
+    let resp = with_header(
+        oci_error(
+            503,
+            "TOOMANYREQUESTS",
+            "the registry is shutting down; retry later",
+        ),
+        "Retry-After",
+        &RETRY_AFTER_SECS.to_string(),
+    );
+    with_header(resp, "Connection", "close")
 }
 
 fn oci_error(status: u16, code: &str, message: &str) -> Response {

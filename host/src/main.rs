@@ -4,6 +4,7 @@
 
 mod admission;
 mod body;
+mod cache;
 mod config;
 mod http;
 mod metrics;
@@ -11,6 +12,7 @@ mod objects;
 mod runtime;
 mod scheduler;
 mod server;
+mod shutdown;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -51,7 +53,17 @@ fn main() -> Result<()> {
             for k in &cfg.unknown_keys {
                 tracing::warn!(key = %k, "unknown configuration key ignored");
             }
-            tokio_runtime()?.block_on(server::serve(cfg))
+            let runtime = tokio_runtime()?;
+            let stopped = runtime.block_on(server::serve(cfg));
+            if let Ok(forced @ shutdown::Stopped::Forced(_)) = stopped {
+                std::process::exit(forced.exit_code());
+            }
+            // Not the runtime's drop, which waits for every blocking task:
+            // start-up dedupe convergence may run for minutes, and may end
+            // between any two of its steps (see `server::converge_dedupe`).
+            // Every other task is dropped here, which closes the stores.
+            runtime.shutdown_timeout(EXIT_WAIT);
+            stopped.map(|_| ())
         }
         Command::Gc { config } => {
             let cfg = config::Config::load(config.as_deref())?;
@@ -77,6 +89,10 @@ fn main() -> Result<()> {
         }
     }
 }
+
+/// How long blocking work (a file operation in flight) may take to finish
+/// once the server has stopped.
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()

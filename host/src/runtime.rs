@@ -1,6 +1,7 @@
 //! The wasm side of the host: one engine, the registry component compiled
-//! once (and cached on disk across starts), and a pre-linked `InstancePre`
-//! from which every request gets a fresh instance in the pooling allocator.
+//! once (and cached on disk across starts: `cache`), and a pre-linked
+//! `InstancePre` from which every request gets a fresh instance in the
+//! pooling allocator.
 //!
 //! The pool is sized from the number of request slots (see `admission`), so
 //! it cannot run out before admission turns requests away. Guests are
@@ -8,15 +9,13 @@
 //! yields to the async runtime every tick, so one busy guest cannot starve
 //! the others.
 
+use crate::cache::load_component;
 use crate::objects::Objects;
 use anyhow::{Context, Result};
-use sha2::{Digest as _, Sha256};
 use std::future::Future;
-use std::hash::{Hash, Hasher};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, EngineWeak, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
     UpdateDeadline,
@@ -366,65 +365,6 @@ fn start_epoch_ticker(engine: EngineWeak) -> Result<()> {
         })
         .context("starting the epoch ticker thread")?;
     Ok(())
-}
-
-/// Compile an embedded component, or load the machine code a previous start
-/// cached. The cache key covers the component bytes and everything about the
-/// engine that makes compiled code compatible.
-fn load_component(engine: &Engine, name: &str, wasm: &[u8]) -> Result<Component> {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    engine.precompile_compatibility_hash().hash(&mut h);
-    let key = format!(
-        "{}-{:016x}",
-        &hex::encode(Sha256::digest(wasm))[..32],
-        h.finish()
-    );
-    let dir = cache_dir();
-    let path = dir.join(format!("{name}-{key}.cwasm"));
-    if path.exists() {
-        // SAFETY: the file was written by `Component::serialize` of this same
-        // component under a key that includes the engine's compatibility hash.
-        match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(c) => {
-                tracing::debug!(path = %path.display(), "loaded precompiled component");
-                return Ok(c);
-            }
-            Err(e) => tracing::warn!(error = %e, "ignoring unusable precompiled component"),
-        }
-    }
-    let started = std::time::Instant::now();
-    let component = Component::new(engine, wasm)
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("compiling the {name} component"))?;
-    tracing::info!(
-        ms = started.elapsed().as_millis() as u64,
-        "compiled the {name} component"
-    );
-    if let Err(e) = save(&dir, &path, &component.serialize()?) {
-        tracing::warn!(error = %e, dir = %dir.display(), "cannot cache the compiled component");
-    }
-    Ok(component)
-}
-
-fn save(dir: &std::path::Path, path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
-}
-
-fn cache_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("SKIFF_CACHE_DIR") {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(d).join("skiff");
-    }
-    if let Some(h) = std::env::var_os("HOME") {
-        return PathBuf::from(h).join(".cache").join("skiff");
-    }
-    std::env::temp_dir().join("skiff-cache")
 }
 
 #[cfg(test)]

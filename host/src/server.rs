@@ -7,12 +7,17 @@ use crate::metrics::Metrics;
 use crate::objects::{Disk, Objects};
 use crate::runtime::{Limits, Runtime};
 use crate::scheduler;
+use crate::shutdown::{Phase, Signals, Stopped, CUT_OFF_GRACE};
 use anyhow::{Context, Result};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub async fn serve(cfg: Config) -> Result<()> {
+/// Serve until a signal stops the server (see `shutdown`); how it stopped
+/// decides the exit code.
+pub async fn serve(cfg: Config) -> Result<Stopped> {
+    let mut signals = Signals::install()?;
     let objects = Arc::new(open_stores(&cfg, Use::Serve)?);
     let limits = Limits {
         // config.rs keeps it far below u32::MAX.
@@ -41,29 +46,109 @@ pub async fn serve(cfg: Config) -> Result<()> {
     println!("skiff listening on http://{bound}");
     tracing::info!(root = %cfg.storage.root_directory.display(), subpaths = cfg.sub_paths.len(), "serving");
 
-    let serving = Arc::new(Serving::new(runtime.clone(), metrics.clone(), &cfg.http));
+    let (phase, watching) = tokio::sync::watch::channel(Phase::Serving);
+    let serving = Arc::new(Serving::new(
+        runtime.clone(),
+        metrics.clone(),
+        &cfg.http,
+        watching,
+    ));
+    // config.rs keeps it at most 2^20.
+    let max_connections =
+        u32::try_from(cfg.http.max_connections).context("http.maxConnections: too large")?;
     let connections = Arc::new(Semaphore::new(cfg.http.max_connections));
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
+    // For the log: how many the drain left open.
+    let counted = Arc::new(AtomicUsize::new(0));
+    let signal = loop {
         let accepted = tokio::select! {
             r = accept_within(&listener, &connections) => r?,
-            _ = &mut shutdown => {
-                tracing::info!("shutting down");
-                let _ = stop.send(true);
-                let _ = background.await;
-                return Ok(());
-            }
+            signal = signals.next() => break signal,
         };
         let Some((stream, permit)) = accepted else {
             continue;
         };
-        let serving = serving.clone();
+        let (serving, counted) = (serving.clone(), counted.clone());
+        counted.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             serving.connection(stream).await;
+            counted.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
+    };
+
+    tracing::info!(signal, timeout = ?cfg.http.shutdown_timeout, "draining: waiting for requests in flight");
+    // New connections are refused from here on.
+    drop(listener);
+    phase.send_replace(Phase::Draining);
+    // Background jobs are dropped between two object operations.
+    let _ = stop.send(true);
+    let open = Open {
+        connections,
+        all: max_connections,
+        counted,
+        background,
+    };
+    Ok(drain(open, &phase, &mut signals, cfg.http.shutdown_timeout).await)
+}
+
+/// What the drain waits for.
+struct Open {
+    /// Each open connection holds one of its `all` permits.
+    connections: Arc<Semaphore>,
+    all: u32,
+    /// Open connections (the semaphore cannot tell: the drain's wait for
+    /// all permits takes them one by one as they come back).
+    counted: Arc<AtomicUsize>,
+    background: tokio::task::JoinHandle<()>,
+}
+
+/// Wait for every connection to close and the scheduler to stop, up to
+/// `timeout`; then cut off bodies still streaming in, and wait up to
+/// [`CUT_OFF_GRACE`] for those requests to be answered. A signal ends it.
+async fn drain(
+    open: Open,
+    phase: &tokio::sync::watch::Sender<Phase>,
+    signals: &mut Signals,
+    timeout: std::time::Duration,
+) -> Stopped {
+    let counted = open.counted.clone();
+    let still_open = || counted.load(Ordering::Relaxed);
+    let closed = async {
+        let all = open.connections.acquire_many(open.all).await;
+        let _ = open.background.await;
+        drop(all);
+    };
+    tokio::pin!(closed);
+    tokio::select! {
+        () = &mut closed => {
+            tracing::info!("drained; stopping");
+            return Stopped::Drained;
+        }
+        () = tokio::time::sleep(timeout) => {}
+        signal = signals.next() => return forced(signal),
     }
+    tracing::warn!(
+        connections = still_open(),
+        "http.shutdownTimeout is up: cutting off request bodies still streaming in"
+    );
+    phase.send_replace(Phase::CutOff);
+    tokio::select! {
+        () = &mut closed => tracing::info!("drained; stopping"),
+        () = tokio::time::sleep(CUT_OFF_GRACE) => tracing::warn!(
+            connections = still_open(),
+            "dropping the connections still open"
+        ),
+        signal = signals.next() => return forced(signal),
+    }
+    Stopped::Drained
+}
+
+fn forced(signal: i32) -> Stopped {
+    tracing::warn!(
+        signal,
+        "a second signal: stopping without finishing the requests in flight"
+    );
+    Stopped::Forced(signal)
 }
 
 /// The next connection, once fewer than `http.maxConnections` are open:
@@ -214,7 +299,10 @@ pub fn open_stores(cfg: &Config, how: Use) -> Result<Objects> {
     Ok(Objects::new(default, subs))
 }
 
-/// Apply a changed dedupe setting to what is already stored, off the request path.
+/// Apply a changed dedupe setting to what is already stored, off the request
+/// path. Not waited for at exit (main.rs): it may take minutes on a large
+/// store, and each of its steps replaces one file by a rename, so the
+/// process may end between any two; the next start converges the rest.
 fn converge_dedupe(disk: Arc<Disk>) {
     tokio::task::spawn_blocking(move || match disk.reconcile() {
         Ok((blobs, 0)) => {
@@ -228,19 +316,4 @@ fn converge_dedupe(disk: Arc<Disk>) {
             tracing::warn!(root = %disk.root().display(), error = %e, "dedupe convergence failed")
         }
     });
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

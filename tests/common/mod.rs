@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -35,11 +35,28 @@ impl Registry {
         edit(&mut cfg);
         let cfg_path = config_path(data.path());
         std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-        Registry::spawn(&cfg_path, data)
+        Registry::spawn(skiff_command("serve", &cfg_path), data)
     }
 
-    fn spawn(cfg: &Path, data: tempfile::TempDir) -> Registry {
-        let mut child = skiff_command("serve", cfg)
+    /// Like [`Registry::start_with`], with compiled components cached in
+    /// `cache` rather than in the test run's shared cache.
+    pub fn start_with_cache(cache: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> Registry {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut cfg = serde_json::json!({
+            "http": {"address": "127.0.0.1", "port": 0},
+            "storage": {"rootDirectory": data.path().join("root")},
+            "log": {"level": "warn"}
+        });
+        edit(&mut cfg);
+        let cfg_path = config_path(data.path());
+        std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+        let mut command = skiff_command("serve", &cfg_path);
+        command.env("SKIFF_CACHE_DIR", cache);
+        Registry::spawn(command, data)
+    }
+
+    fn spawn(mut command: Command, data: tempfile::TempDir) -> Registry {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -115,6 +132,35 @@ impl Registry {
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Send `signal` (`libc::SIGTERM`, …) to the server process.
+    pub fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).expect("a pid fits an i32");
+        // SAFETY: kill(2) has no memory-safety preconditions; the pid is our
+        // own child's, which stays reserved until it is waited for.
+        let r = unsafe { libc::kill(pid, signal) };
+        assert_eq!(
+            r,
+            0,
+            "kill({pid}, {signal}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// The server's exit status, waiting up to `limit` for it to exit;
+    /// `None` if it is still running then.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for skiff") {
+                return Some(status);
+            }
+            if started.elapsed() > limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Push a blob monolithically; returns its digest.
