@@ -55,7 +55,8 @@ apt_install() {
 # A C toolchain for linking native crates (rustup does not bring one).
 command -v cc >/dev/null || apt_install gcc libc6-dev
 
-apt_install skopeo umoci
+# strace: the durability tests check the order of fsyncs with it.
+apt_install skopeo umoci strace
 
 # The docker CLI, for `docker manifest inspect` (no engine is needed). It must
 # be 23.0 or newer: older clients cannot read OCI image manifests (docker/cli

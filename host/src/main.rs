@@ -40,8 +40,15 @@ enum Command {
     Verify { config: PathBuf },
     /// Collect garbage in every repository once, in the foreground, and print what went.
     Gc { config: Option<PathBuf> },
-    /// Re-hash every blob every manifest reaches; exit non-zero if anything is damaged.
-    Scrub { config: Option<PathBuf> },
+    /// Re-hash every stored blob and check what manifests reach is there; exit
+    /// non-zero if anything is damaged or missing.
+    Scrub {
+        config: Option<PathBuf>,
+        /// Remove blobs whose bytes do not match their digest, so the next
+        /// push of that content restores them.
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -70,10 +77,10 @@ fn main() -> Result<()> {
             init_logging("warn");
             tokio_runtime()?.block_on(server::gc_once(cfg))
         }
-        Command::Scrub { config } => {
+        Command::Scrub { config, repair } => {
             let cfg = config::Config::load(config.as_deref())?;
             init_logging("warn");
-            let affected = tokio_runtime()?.block_on(server::scrub_once(cfg))?;
+            let affected = tokio_runtime()?.block_on(server::scrub_once(cfg, repair))?;
             if affected {
                 std::process::exit(1);
             }

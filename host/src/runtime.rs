@@ -317,12 +317,12 @@ impl Runtime {
     }
 
     /// Scrub one repository on a fresh scrub instance.
-    pub async fn scrub(&self, repo: &str) -> Result<scrub_api::Report> {
+    pub async fn scrub(&self, repo: &str, repair: bool) -> Result<scrub_api::Report> {
         let mut store = self.new_store(Priority::Background);
         let scrub = self.scrub.instantiate_async(&mut store).await?;
         scrub
             .skiff_registry_scrub()
-            .call_run(&mut store, repo)
+            .call_run(&mut store, repo, repair)
             .await?
             .map_err(|e| anyhow::anyhow!(e))
     }

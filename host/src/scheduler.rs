@@ -99,11 +99,15 @@ pub async fn gc_all(
 }
 
 /// Scrub every repository.
-pub async fn scrub_all(rt: &Runtime, metrics: &Metrics) -> anyhow::Result<Vec<ScrubOutcome>> {
+pub async fn scrub_all(
+    rt: &Runtime,
+    metrics: &Metrics,
+    repair: bool,
+) -> anyhow::Result<Vec<ScrubOutcome>> {
     rt.objects().begin_scrub_pass();
     let mut out = Vec::new();
     for repo in rt.repositories().await? {
-        let result = rt.scrub(&repo).await;
+        let result = rt.scrub(&repo, repair).await;
         match &result {
             Ok(r) if r.damaged.is_empty() => {
                 tracing::debug!(repo, blobs = r.blobs_checked, "scrub: ok")
@@ -165,7 +169,7 @@ pub async fn run(
             let (rt, metrics, lock) = (rt.clone(), metrics.clone(), lock.clone());
             async move {
                 let _turn = lock.lock().await;
-                if let Err(e) = scrub_all(&rt, &metrics).await {
+                if let Err(e) = scrub_all(&rt, &metrics, false).await {
                     tracing::warn!(error = format!("{e:#}"), "scrub pass failed");
                 }
             }

@@ -228,15 +228,19 @@ pub async fn gc_once(cfg: Config) -> Result<()> {
     Ok(())
 }
 
-/// `skiff scrub`: check every repository once; true if anything is affected.
-pub async fn scrub_once(cfg: Config) -> Result<bool> {
+/// `skiff scrub`: check every repository once (with `repair`, removing
+/// damaged blobs); true if anything is affected.
+pub async fn scrub_once(cfg: Config, repair: bool) -> Result<bool> {
     let runtime = Runtime::new(
         Arc::new(open_stores(&cfg, Use::Beside)?),
         Limits::background_only(),
     )?;
     let started = std::time::Instant::now();
-    let outcomes = scheduler::scrub_all(&runtime, &Metrics::default()).await?;
-    println!("{:<40} {:<9} {:<72} ACTUAL", "REPOSITORY", "STATUS", "BLOB");
+    let outcomes = scheduler::scrub_all(&runtime, &Metrics::default(), repair).await?;
+    println!(
+        "{:<40} {:<9} {:<72} {:<72} IMAGES",
+        "REPOSITORY", "STATUS", "BLOB", "ACTUAL"
+    );
     let (mut affected, mut bytes) = (false, 0u64);
     for o in &outcomes {
         match &o.result {
@@ -248,9 +252,15 @@ pub async fn scrub_once(cfg: Config) -> Result<bool> {
                 affected = true;
                 bytes += r.bytes_checked;
                 for d in &r.damaged {
+                    let status = if d.removed { "removed" } else { "affected" };
+                    let images = if d.images.is_empty() {
+                        "-".to_string()
+                    } else {
+                        d.images.join(",")
+                    };
                     println!(
-                        "{:<40} {:<9} {:<72} {}",
-                        o.repo, "affected", d.digest, d.actual
+                        "{:<40} {:<9} {:<72} {:<72} {images}",
+                        o.repo, status, d.digest, d.actual
                     );
                 }
             }

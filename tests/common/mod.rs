@@ -24,32 +24,30 @@ impl Registry {
         Registry::start_with(|_| {})
     }
 
+    /// Start under another program (`strace …`), which runs `skiff serve
+    /// CONFIG` as its arguments' tail.
+    pub fn start_under(wrapper: &[&str], edit: impl FnOnce(&mut serde_json::Value)) -> Registry {
+        let (data, cfg_path) = write_config(edit);
+        let mut command = Command::new(wrapper[0]);
+        command
+            .args(&wrapper[1..])
+            .arg(env!("CARGO_BIN_EXE_skiff"))
+            .arg("serve")
+            .arg(&cfg_path)
+            .env("SKIFF_CACHE_DIR", cache_dir());
+        Registry::spawn(command, data)
+    }
+
     /// Start with a config; `edit` may add keys to the JSON before it is written.
     pub fn start_with(edit: impl FnOnce(&mut serde_json::Value)) -> Registry {
-        let data = tempfile::tempdir().expect("tempdir");
-        let mut cfg = serde_json::json!({
-            "http": {"address": "127.0.0.1", "port": 0},
-            "storage": {"rootDirectory": data.path().join("root")},
-            "log": {"level": "warn"}
-        });
-        edit(&mut cfg);
-        let cfg_path = config_path(data.path());
-        std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+        let (data, cfg_path) = write_config(edit);
         Registry::spawn(skiff_command("serve", &cfg_path), data)
     }
 
     /// Like [`Registry::start_with`], with compiled components cached in
     /// `cache` rather than in the test run's shared cache.
     pub fn start_with_cache(cache: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> Registry {
-        let data = tempfile::tempdir().expect("tempdir");
-        let mut cfg = serde_json::json!({
-            "http": {"address": "127.0.0.1", "port": 0},
-            "storage": {"rootDirectory": data.path().join("root")},
-            "log": {"level": "warn"}
-        });
-        edit(&mut cfg);
-        let cfg_path = config_path(data.path());
-        std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+        let (data, cfg_path) = write_config(edit);
         let mut command = skiff_command("serve", &cfg_path);
         command.env("SKIFF_CACHE_DIR", cache);
         Registry::spawn(command, data)
@@ -272,6 +270,21 @@ fn cache_dir() -> PathBuf {
     let dir = std::env::temp_dir().join("skiff-test-cache");
     let _ = std::fs::create_dir_all(&dir);
     dir
+}
+
+/// A fresh data directory with the test config (127.0.0.1 with a free
+/// port, the root inside it) as `edit` leaves it; the config's path.
+fn write_config(edit: impl FnOnce(&mut serde_json::Value)) -> (tempfile::TempDir, PathBuf) {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut cfg = serde_json::json!({
+        "http": {"address": "127.0.0.1", "port": 0},
+        "storage": {"rootDirectory": data.path().join("root")},
+        "log": {"level": "warn"}
+    });
+    edit(&mut cfg);
+    let path = config_path(data.path());
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    (data, path)
 }
 
 fn config_path(data: &Path) -> PathBuf {

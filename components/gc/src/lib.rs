@@ -34,7 +34,7 @@ bindings::export!(Gc with_types_in bindings);
 
 impl Guest for Gc {
     fn repositories() -> Result<Vec<String>, String> {
-        meta::repositories().map_err(|e| e.to_string())
+        meta::repositories_and_uploads().map_err(|e| e.to_string())
     }
 
     fn run(repo: String, policy: Policy) -> Result<Report, String> {
@@ -90,6 +90,7 @@ fn collect(repo: &str, policy: &Policy) -> Result<Report, LayoutError> {
         bytes_scanned: 0,
     };
     report.uploads_removed = sweep_uploads(repo, now, delay, sweep)?;
+    sweep_temp_files(repo, now, delay, sweep)?;
     let Some((idx, _)) = meta::index(repo)? else {
         return Ok(report);
     };
@@ -351,6 +352,38 @@ fn sweep_referrer_lists(repo: &str) -> Result<(), LayoutError> {
             let Some(entry) = stat(&key)? else { continue };
             if stat(&keys::blob(repo, &referrer))?.is_none() {
                 remove_if(&key, &entry.version)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Temporary files (`.tmp-…`) a crashed write or convergence left behind,
+/// once older than the delay (a younger one may be a write in flight).
+fn sweep_temp_files(repo: &str, now: u64, delay: u64, sweep: Sweep) -> Result<(), LayoutError> {
+    let mut prefixes = vec![format!("{repo}/"), keys::uploads_prefix(repo)];
+    for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+        prefixes.push(keys::blobs_prefix(repo, alg.as_str()));
+        prefixes.push(keys::pulled_prefix(repo, alg.as_str()));
+    }
+    for subject in meta::subjects(repo)? {
+        prefixes.push(keys::referrers(repo, &subject));
+    }
+    for prefix in prefixes {
+        let children = match objects::list_children(&prefix) {
+            Ok(c) => c,
+            Err(skiff_layout::ObjectError::NotFound) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for c in children
+            .iter()
+            .filter(|c| !c.is_prefix && c.name.starts_with(".tmp-"))
+        {
+            let key = format!("{prefix}{}", c.name);
+            if let Some(m) = stat(&key)? {
+                if now.saturating_sub(m.modified_ms) >= delay {
+                    sweep.remove_if(&key, &m.version)?;
+                }
             }
         }
     }

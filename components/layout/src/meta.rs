@@ -125,6 +125,17 @@ where
 /// repository name. The walk does not enter `blobs/` or hidden directories,
 /// so its cost follows the number of repositories, not of blobs.
 pub fn repositories() -> Result<Vec<String>, LayoutError> {
+    walk_repositories(false)
+}
+
+/// `repositories`, and also directories that hold only upload sessions (a
+/// first push into a new repository that never finished): gc must visit
+/// those to collect them, though the catalog does not list them.
+pub fn repositories_and_uploads() -> Result<Vec<String>, LayoutError> {
+    walk_repositories(true)
+}
+
+fn walk_repositories(with_uploads: bool) -> Result<Vec<String>, LayoutError> {
     let mut found = Vec::new();
     let mut pending = vec![String::new()];
     while let Some(prefix) = pending.pop() {
@@ -134,10 +145,12 @@ pub fn repositories() -> Result<Vec<String>, LayoutError> {
             Err(e) => return Err(e.into()),
         };
         let repo = prefix.trim_end_matches('/');
+        let marks_a_repository = |c: &objects::Child| {
+            (!c.is_prefix && c.name == "index.json")
+                || (with_uploads && c.is_prefix && c.name == ".uploads")
+        };
         if !repo.is_empty()
-            && children
-                .iter()
-                .any(|c| !c.is_prefix && c.name == "index.json")
+            && children.iter().any(marks_a_repository)
             && repo.parse::<RepoName>().is_ok()
         {
             found.push(repo.to_string());

@@ -30,12 +30,12 @@ impl Guest for Scrub {
         meta::repositories().map_err(|e| e.to_string())
     }
 
-    fn run(repo: String) -> Result<Report, String> {
-        check(&repo).map_err(|e| format!("{repo}: {e}"))
+    fn run(repo: String, repair: bool) -> Result<Report, String> {
+        check(&repo, repair).map_err(|e| format!("{repo}: {e}"))
     }
 }
 
-fn check(repo: &str) -> Result<Report, LayoutError> {
+fn check(repo: &str, repair: bool) -> Result<Report, LayoutError> {
     let mut report = Report {
         blobs_checked: 0,
         bytes_checked: 0,
@@ -49,10 +49,9 @@ fn check(repo: &str) -> Result<Report, LayoutError> {
         if d.digest.parse::<Digest>().is_err() {
             report.damaged.push(Damaged {
                 digest: d.digest.clone(),
-                actual: format!(
-                    "index.json lists an invalid digest (tag {})",
-                    d.tag().unwrap_or("none")
-                ),
+                actual: "invalid digest in index.json".into(),
+                images: d.tag().map(str::to_string).into_iter().collect(),
+                removed: false,
             });
         }
     }
@@ -63,6 +62,8 @@ fn check(repo: &str) -> Result<Report, LayoutError> {
             report.damaged.push(Damaged {
                 digest: d.to_string(),
                 actual: "missing".into(),
+                images: Vec::new(),
+                removed: false,
             });
         }
     }
@@ -77,15 +78,56 @@ fn check(repo: &str) -> Result<Report, LayoutError> {
             report.bytes_checked += m.size;
             match skiff_layout::rehash(&key, &d) {
                 Ok(hex) if hex == d.hex() => {}
-                Ok(hex) => report.damaged.push(Damaged {
-                    digest: d.to_string(),
-                    actual: format!("{}:{hex}", d.algorithm().as_str()),
-                }),
+                Ok(hex) => {
+                    // Only the version that was hashed: a push that repaired
+                    // it meanwhile wrote a new one.
+                    let removed = repair && skiff_layout::remove_if(&key, &m.version)?;
+                    report.damaged.push(Damaged {
+                        digest: d.to_string(),
+                        actual: format!("{}:{hex}", d.algorithm().as_str()),
+                        images: Vec::new(),
+                        removed,
+                    })
+                }
                 // Deleted since the listing: nothing to check.
                 Err(ObjectError::NotFound) => {}
                 Err(e) => return Err(e.into()),
             }
         }
     }
+    name_affected_images(repo, &idx, &mut report.damaged)?;
     Ok(report)
+}
+
+/// Fill in, for each damaged blob, the images that reach it. Walks each
+/// `index.json` entry on its own, so it runs only when something is damaged.
+fn name_affected_images(
+    repo: &str,
+    idx: &skiff_core::layout::ImageIndex,
+    damaged: &mut [Damaged],
+) -> Result<(), LayoutError> {
+    if damaged.iter().all(|d| !d.images.is_empty()) {
+        return Ok(());
+    }
+    for entry in &idx.manifests {
+        let roots = walk::roots_of(std::slice::from_ref(entry));
+        if roots.is_empty() {
+            continue;
+        }
+        let reached = walk::reach(repo, roots, true)?;
+        let name = match entry.tag() {
+            Some(t) => t.to_string(),
+            None => format!("@{}", entry.digest),
+        };
+        for d in damaged.iter_mut() {
+            let hit = d
+                .digest
+                .parse::<Digest>()
+                .is_ok_and(|dg| reached.blobs.contains(&dg));
+            if hit && !d.images.contains(&name) {
+                d.images.push(name.clone());
+            }
+        }
+    }
+    Ok(())
 }

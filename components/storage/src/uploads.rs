@@ -131,14 +131,23 @@ pub fn finish(repo: &str, id: &str, digest: &str) -> Result<u64, Error> {
         )
     };
     let published = match publish() {
-        // Nothing was ever appended: an empty blob.
-        Err(ObjectError::NotFound) => {
-            match objects::put(&data, &[], &Condition::IfAbsent) {
-                Ok(_) | Err(ObjectError::PreconditionFailed) => {}
-                Err(e) => return Err(e.into()),
+        Err(ObjectError::NotFound) => match objects::stat(&keys::blob(repo, &want)) {
+            // A retried finish: an earlier one published the bytes and
+            // stopped (crashed, say) before it dropped the session.
+            Ok(m) => Ok(objects::Published {
+                size: m.size,
+                existed: true,
+            }),
+            // Nothing was ever appended: an empty blob.
+            Err(ObjectError::NotFound) => {
+                match objects::put(&data, &[], &Condition::IfAbsent) {
+                    Ok(_) | Err(ObjectError::PreconditionFailed) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                publish()
             }
-            publish()
-        }
+            Err(e) => Err(e),
+        },
         r => r,
     };
     match published {

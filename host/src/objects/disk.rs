@@ -232,7 +232,7 @@ fn touch(path: &Path) {
 /// Create `to` as a new name for `from`'s file (a copy where the filesystem
 /// has no hard links); `precondition-failed` if `to` exists.
 fn create_from(from: &Path, to: &Path, commit: bool) -> Result<(), ObjectError> {
-    match in_dir(to, || link_or_copy(from, to, commit)) {
+    match in_dir(to, commit, || link_or_copy(from, to, commit)) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(ObjectError::PreconditionFailed),
         Err(e) => Err(io_err(e)),
@@ -262,12 +262,12 @@ fn published(
 /// directory first. Garbage collection prunes empty directories, so one may
 /// vanish between the two steps: then create it again and retry (a few
 /// rounds at most).
-fn in_dir<T>(path: &Path, mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+fn in_dir<T>(path: &Path, commit: bool, mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     let dir = path.parent().unwrap_or(path);
     let mut rounds = 0;
     loop {
         rounds += 1;
-        let r = match fs::create_dir_all(dir) {
+        let r = match create_dirs(dir, commit) {
             // create_dir_all says AlreadyExists when the directory it found
             // was pruned before it could check it is one.
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(e),
@@ -281,6 +281,30 @@ fn in_dir<T>(path: &Path, mut f: impl FnMut() -> io::Result<T>) -> io::Result<T>
             return r;
         }
     }
+}
+
+/// Create `dir` and its missing parents. With `commit`, each new
+/// directory's entry is synced into its parent, so a file published in it
+/// cannot vanish with the directory after a power cut.
+fn create_dirs(dir: &Path, commit: bool) -> io::Result<()> {
+    if !commit {
+        return fs::create_dir_all(dir);
+    }
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.exists() {
+        missing.push(at.to_path_buf());
+        match at.parent() {
+            Some(p) => at = p,
+            None => break,
+        }
+    }
+    fs::create_dir_all(dir)?;
+    // Outermost first: each parent exists, durably, before its child's entry.
+    for d in missing.iter().rev() {
+        sync_dir(d)?;
+    }
+    Ok(())
 }
 
 /// The hex digest of everything `f` reads, with hash `D`.
@@ -323,7 +347,7 @@ fn hash_open(f: &mut File, algorithm: HashAlgorithm) -> io::Result<String> {
 
 impl Disk {
     pub fn new(root: PathBuf, commit: bool, dedupe: bool) -> anyhow::Result<Disk> {
-        fs::create_dir_all(&root)?;
+        create_dirs(&root, commit)?;
         let dedupe = if dedupe {
             let path = root.join(CACHE_FILE);
             let legacy = root.join(LEGACY_CACHE_FILE);
@@ -421,12 +445,19 @@ impl Disk {
         let tmp = temp_name(&path);
         let staged = tmp.clone();
         blocking(move || {
-            let mut f = in_dir(&staged, || File::create(&staged)).map_err(io_err)?;
-            f.write_all(&data).map_err(io_err)?;
-            if commit {
-                f.sync_all().map_err(io_err)?;
+            let written = (|| {
+                let mut f = in_dir(&staged, commit, || File::create(&staged))?;
+                f.write_all(&data)?;
+                if commit {
+                    f.sync_all()?;
+                }
+                Ok(())
+            })();
+            // A failed write (a full disk, say) leaves no temporary file.
+            if written.is_err() {
+                let _ = fs::remove_file(&staged);
             }
-            Ok(())
+            written.map_err(io_err)
         })
         .await?;
         let result = match when {
@@ -498,7 +529,7 @@ impl Disk {
                             continue;
                         }
                     }
-                    match in_dir(&path, || fs::hard_link(&src, &path)) {
+                    match in_dir(&path, commit, || fs::hard_link(&src, &path)) {
                         Ok(()) => {
                             touch(&path);
                             linked = true;
@@ -614,7 +645,7 @@ impl Disk {
                     .open(&path)
             };
             let f = if offset == 0 {
-                in_dir(&path, open)
+                in_dir(&path, commit, open)
             } else {
                 open()
             }
@@ -928,7 +959,7 @@ impl Disk {
                 key,
                 "replacing a damaged stored copy with a verified upload"
             );
-            in_dir(&to, || fs::rename(&from, &to)).map_err(io_err)?;
+            in_dir(&to, commit, || fs::rename(&from, &to)).map_err(io_err)?;
             published(cache.as_deref(), &key, &to, commit)?;
             Ok(Published {
                 size,
@@ -959,8 +990,8 @@ impl Disk {
             let (from, tmp, commit) = (src.clone(), staged.clone(), self.commit);
             let check = digest.clone();
             let copied = blocking(move || {
-                let hex =
-                    in_dir(&tmp, || copy_hashing(&from, &tmp, check.as_ref())).map_err(io_err)?;
+                let hex = in_dir(&tmp, commit, || copy_hashing(&from, &tmp, check.as_ref()))
+                    .map_err(io_err)?;
                 if let (Some(d), Some(hex)) = (&check, hex) {
                     if hex != d.hex() {
                         return Err(ObjectError::DigestMismatch(hex));

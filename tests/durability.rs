@@ -1,0 +1,283 @@
+//! Durability and lifecycle: damaged blobs get repaired, what a crash leaves
+//! behind is collected, a retried finish succeeds, and with `commit: true`
+//! every new name is synced in the right order (checked with strace).
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::time::Duration;
+
+/// `skiff <args…> CONFIG`; (success, stdout).
+fn run(config: &Path, args: &[&str]) -> (bool, String) {
+    let mut cmd = skiff_command(args[0], config);
+    // skiff_command puts the config right after the command; flags follow.
+    cmd.args(&args[1..]);
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn scrub_names_the_images_a_damaged_blob_breaks_and_repair_removes_it() {
+    let reg = Registry::start();
+    let (m, _) = reg.push_image("dmg/app", "v1", "damaged");
+    reg.put_manifest("dmg/app", "also", OCI_MANIFEST, &m);
+    reg.push_image("dmg/app", "v2", "intact");
+    let layer = b"layer of damaged".to_vec();
+    let d = sha256(&layer);
+    // Same size, one byte off: only hashing finds it.
+    std::fs::write(reg.blob_path("dmg/app", &d), b"layer of damageD").unwrap();
+
+    let (ok, text) = run(&reg.config_path(), &["scrub"]);
+    assert!(!ok, "{text}");
+    let row = text.lines().find(|l| l.contains(&d)).expect(&text);
+    assert!(
+        row.contains("affected") && row.contains("also") && row.contains("v1"),
+        "{row}"
+    );
+    assert!(!row.contains("v2"), "{row}");
+
+    let (ok, text) = run(&reg.config_path(), &["scrub", "--repair"]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&d) && l.contains("removed")),
+        "{text}"
+    );
+    assert_eq!(reg.get(&format!("/v2/dmg/app/blobs/{d}")).status, 404);
+    // The next push of the same bytes restores the image.
+    reg.push_blob("dmg/app", &layer);
+    assert_eq!(reg.pull_blob("dmg/app", &d), layer);
+    let (ok, text) = run(&reg.config_path(), &["scrub"]);
+    assert!(ok, "{text}");
+}
+
+#[test]
+fn a_retried_finish_answers_201() {
+    let reg = Registry::start();
+    let blob = b"finished once already".to_vec();
+    let d = sha256(&blob);
+    let loc = reg.open_upload("retry/app").location();
+    let r = reg.patch_upload(&loc, &blob).send();
+    assert_eq!(r.status, 202);
+    let loc = r.location();
+    // What a crash right after the publish leaves: the blob in place, the
+    // upload's bytes gone, its state record still there.
+    let id = loc.rsplit('/').next().unwrap().split('?').next().unwrap();
+    let uploads = reg.root().join("retry/app/.uploads");
+    let path = reg.blob_path("retry/app", &d);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::rename(uploads.join(id), &path).unwrap();
+    assert!(uploads.join(format!("{id}.json")).exists());
+
+    let r = reg.close_upload(&loc, &d).send();
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.location(), format!("/v2/retry/app/blobs/{d}"));
+    assert_eq!(reg.pull_blob("retry/app", &d), blob);
+    assert!(
+        !uploads.join(format!("{id}.json")).exists(),
+        "the session is closed"
+    );
+}
+
+#[test]
+fn what_killed_first_pushes_leave_is_collected() {
+    let mut reg = Registry::start_with(|cfg| {
+        cfg["storage"]["gcDelay"] = "1h".into();
+        cfg["storage"]["gcInterval"] = "24h".into();
+    });
+    reg.push_image("old/app", "v1", "kept");
+    // First pushes into new repositories, killed mid-body.
+    let mut stalled = Vec::new();
+    for i in 0..3 {
+        let loc = reg.open_upload(&format!("brand/new/repo{i}")).location();
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", reg.port)).unwrap();
+        use std::io::Write;
+        write!(
+            s,
+            "PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: 10000000\r\n\r\n"
+        )
+        .unwrap();
+        s.write_all(&vec![1u8; 300_000]).unwrap();
+        stalled.push(s);
+    }
+    // Let the bodies reach the disk, then kill the server.
+    let root = reg.root();
+    assert!(eventually(Duration::from_secs(30), || {
+        (0..3).all(|i| {
+            files_under(&root.join(format!("brand/new/repo{i}/.uploads")))
+                .iter()
+                .any(|f| {
+                    std::fs::metadata(root.join(format!("brand/new/repo{i}/.uploads")).join(f))
+                        .is_ok_and(|m| m.len() > 0)
+                })
+        })
+    }));
+    reg.stop();
+    drop(stalled);
+    // And the temporary files crashed writes leave.
+    for dir in [
+        "old/app",
+        "old/app/blobs/sha256",
+        "brand/new/repo0/.uploads",
+    ] {
+        std::fs::write(
+            root.join(dir).join(".tmp-00000000deadbeef-index.json"),
+            b"partial",
+        )
+        .unwrap();
+    }
+    age_files_under(&root.join("brand"), LONG_AGO);
+    age_files_under(&root.join("old/app"), LONG_AGO);
+    let (ok, text) = run(&reg.config_path(), &["gc"]);
+    assert!(ok, "{text}");
+    let left: Vec<String> = files_under(&root)
+        .into_iter()
+        .filter(|f| f.contains(".uploads") || f.contains(".tmp-"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}\n{text}");
+    assert!(
+        !root.join("brand").exists(),
+        "the never-finished repositories are gone"
+    );
+    // The real repository is untouched.
+    let reg =
+        Registry::start_with(|cfg| cfg["storage"]["rootDirectory"] = root.to_str().unwrap().into());
+    assert_eq!(reg.get_manifest("old/app", "v1").status, 200);
+}
+
+/// Whether `strace` is there to check syscall order.
+fn strace() -> &'static str {
+    let ok = std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "strace is required for this test (scripts/test.sh installs it)"
+    );
+    "strace"
+}
+
+#[test]
+fn with_commit_new_directories_deletes_and_links_are_synced() {
+    let trace_dir = tempfile::tempdir().unwrap();
+    let trace = trace_dir.path().join("trace");
+    let calls_traced = "trace=mkdir,mkdirat,fsync,fdatasync,unlink,unlinkat,link,linkat";
+    let trace_arg = trace.to_str().unwrap();
+    let mut reg = Registry::start_under(
+        &[
+            strace(),
+            "-f",
+            "-y",
+            "-qq",
+            "-e",
+            calls_traced,
+            "-o",
+            trace_arg,
+        ],
+        |cfg| {
+            cfg["storage"]["commit"] = true.into();
+            cfg["storage"]["gcInterval"] = "24h".into();
+        },
+    );
+    reg.push_image("brand/new/repo", "v1", "synced");
+    let extra = reg.push_blob("brand/new/repo", b"to be deleted");
+    assert_eq!(
+        reg.delete(&format!("/v2/brand/new/repo/blobs/{extra}"))
+            .status,
+        202
+    );
+    // A mount links the layer into another new repository.
+    let layer = sha256(b"layer of synced");
+    assert_eq!(
+        reg.mount("other/repo", &layer, "brand/new/repo").status,
+        201
+    );
+    // The traced server is strace's child: end it, and strace with it.
+    let killed = std::process::Command::new("pkill")
+        .args(["-KILL", "-P", &reg.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    reg.stop();
+    let root = reg.root();
+
+    let log = std::fs::read_to_string(&trace).unwrap();
+    let root = root.canonicalize().unwrap();
+    let root_s = root.to_str().unwrap();
+    let data_dir = root.parent().unwrap().to_path_buf();
+    let data_s = data_dir.to_str().unwrap();
+    // (position in the log, path) of each kind of call.
+    let calls = |names: &[&str]| -> Vec<(usize, String)> {
+        log.lines()
+            .enumerate()
+            .filter_map(|(i, l)| {
+                // Calls that failed (EEXIST, ENOENT) changed nothing.
+                if l.contains(" = -1 ") {
+                    return None;
+                }
+                let call = l.split_whitespace().nth(1)?;
+                let name = call.split('(').next()?;
+                if !names.contains(&name) {
+                    return None;
+                }
+                // The path: the first quoted string, or the <path> of an fd.
+                let path = match l.split('"').nth(1) {
+                    Some(p) => p.to_string(),
+                    None => l.split('<').nth(1)?.split('>').next()?.to_string(),
+                };
+                Some((i, path))
+            })
+            // Under the data directory (the root's own entry is there).
+            .filter(|(_, p)| p.starts_with(data_s))
+            .collect()
+    };
+    let syncs = calls(&["fsync", "fdatasync"]);
+    let synced_after =
+        |at: usize, dir: &Path| syncs.iter().any(|(i, p)| *i > at && Path::new(p) == dir);
+    let mkdirs = calls(&["mkdir", "mkdirat"]);
+    assert!(
+        mkdirs.iter().any(|(_, p)| p.ends_with("brand")),
+        "no mkdir traced:\n{log}"
+    );
+    for (at, dir) in &mkdirs {
+        let parent = Path::new(dir).parent().unwrap();
+        assert!(
+            synced_after(*at, parent),
+            "new directory {dir} not synced into {}",
+            parent.display()
+        );
+    }
+    let unlinks: Vec<_> = calls(&["unlink", "unlinkat"])
+        .into_iter()
+        .filter(|(_, p)| p.contains(&hex_of(&extra).to_string()))
+        .collect();
+    assert!(!unlinks.is_empty(), "the delete was not traced");
+    for (at, path) in &unlinks {
+        assert!(
+            synced_after(*at, Path::new(path).parent().unwrap()),
+            "delete of {path} not synced"
+        );
+    }
+    // The mounted layer: its file synced, and its new name synced into its directory.
+    let mounted = root.join("other/repo/blobs/sha256").join(hex_of(&layer));
+    let links: Vec<_> = calls(&["link", "linkat"])
+        .into_iter()
+        .filter(|(_, p)| p.starts_with(root_s))
+        .collect();
+    assert!(!links.is_empty(), "no link traced");
+    let link_at = log
+        .lines()
+        .position(|l| l.contains("link") && l.contains(mounted.to_str().unwrap()))
+        .unwrap_or_else(|| panic!("no link to {}\n{log}", mounted.display()));
+    assert!(
+        synced_after(link_at, mounted.parent().unwrap()),
+        "the mount's name is not synced"
+    );
+}
