@@ -163,17 +163,6 @@ fn scrub_reports_an_invalid_digest_in_index_json() {
     assert!(text.contains("sha256:not-a-digest"), "{text}");
 }
 
-/// Every file under `dir` with its size and modification time.
-fn listing(dir: &std::path::Path) -> Vec<(String, u64, std::time::SystemTime)> {
-    files_under(dir)
-        .into_iter()
-        .map(|f| {
-            let md = std::fs::metadata(dir.join(&f)).unwrap();
-            (f, md.len(), md.modified().unwrap())
-        })
-        .collect()
-}
-
 /// Write a copy of the registry's config with `edit` applied; its path.
 fn config_variant(
     reg: &Registry,

@@ -410,16 +410,6 @@ fn apply_retention(
     removed
 }
 
-fn listing(dir: &std::path::Path) -> Vec<(String, u64, std::time::SystemTime)> {
-    files_under(dir)
-        .into_iter()
-        .map(|f| {
-            let md = std::fs::metadata(dir.join(&f)).unwrap();
-            (f, md.len(), md.modified().unwrap())
-        })
-        .collect()
-}
-
 #[test]
 fn randomized_schedules_never_lose_what_is_in_use() {
     let (mut manifests, mut tags) = (0, 0);

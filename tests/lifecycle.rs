@@ -96,21 +96,6 @@ impl Upload {
     }
 }
 
-/// Whether `raw` holds a whole response: its head and as many body bytes as
-/// its Content-Length says.
-fn complete(raw: &[u8]) -> bool {
-    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return false;
-    };
-    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-    let len = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .unwrap_or(0);
-    raw.len() >= split + 4 + len
-}
-
 /// Whether a new connection is turned away: refused, or answered 503 with
 /// when to retry. False while the server still serves new connections (and
 /// for a connection closed without an answer: the next one tells).

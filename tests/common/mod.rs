@@ -623,3 +623,30 @@ pub fn age_files_under(dir: &Path, by: Duration) {
 
 /// Older than any delay these tests configure.
 pub const LONG_AGO: Duration = Duration::from_secs(2 * 3600);
+
+/// Whether `raw` holds a whole response: its head and as many body bytes as
+/// its Content-Length says.
+pub fn complete(raw: &[u8]) -> bool {
+    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    raw.len() >= split + 4 + len
+}
+
+/// Every file under `dir` with its size and modification time: what a
+/// change on disk would show in.
+pub fn listing(dir: &Path) -> Vec<(String, u64, std::time::SystemTime)> {
+    files_under(dir)
+        .into_iter()
+        .map(|f| {
+            let md = std::fs::metadata(dir.join(&f)).unwrap();
+            (f, md.len(), md.modified().unwrap())
+        })
+        .collect()
+}

@@ -25,7 +25,7 @@ mod retention;
 use bindings::exports::skiff::registry::gc::{Guest, Policy, Report};
 use skiff_core::layout::ImageIndex;
 use skiff_core::{Algorithm, Digest};
-use skiff_layout::{keys, meta, objects, remove_if, stat, walk, LayoutError};
+use skiff_layout::{keys, meta, remove_if, stat, walk, LayoutError};
 use std::collections::BTreeSet;
 
 struct Gc;
@@ -303,11 +303,7 @@ fn sweep_blobs(
 
 /// Upload sessions nobody has touched for the delay: state and bytes.
 fn sweep_uploads(repo: &str, now: u64, delay: u64, sweep: Sweep) -> Result<u32, LayoutError> {
-    let children = match objects::list_children(&keys::uploads_prefix(repo)) {
-        Ok(c) => c,
-        Err(skiff_layout::ObjectError::NotFound) => return Ok(0),
-        Err(e) => return Err(e.into()),
-    };
+    let children = skiff_layout::children(&keys::uploads_prefix(repo))?;
     let mut removed = 0;
     let ids: BTreeSet<String> = children
         .iter()
@@ -370,11 +366,7 @@ fn sweep_temp_files(repo: &str, now: u64, delay: u64, sweep: Sweep) -> Result<()
         prefixes.push(keys::referrers(repo, &subject));
     }
     for prefix in prefixes {
-        let children = match objects::list_children(&prefix) {
-            Ok(c) => c,
-            Err(skiff_layout::ObjectError::NotFound) => continue,
-            Err(e) => return Err(e.into()),
-        };
+        let children = skiff_layout::children(&prefix)?;
         for c in children
             .iter()
             .filter(|c| !c.is_prefix && c.name.starts_with(".tmp-"))
@@ -417,10 +409,11 @@ fn remove_if_empty(repo: &str, now: u64, delay: u64, sweep: Sweep) -> Result<boo
         keys::blobs_prefix(repo, "sha512"),
         keys::uploads_prefix(repo),
     ] {
-        match objects::list_children(&prefix) {
-            Ok(c) if c.iter().any(|c| !c.name.starts_with(".tmp-")) => return Ok(false),
-            Ok(_) | Err(skiff_layout::ObjectError::NotFound) => {}
-            Err(e) => return Err(e.into()),
+        if skiff_layout::children(&prefix)?
+            .iter()
+            .any(|c| !c.name.starts_with(".tmp-"))
+        {
+            return Ok(false);
         }
     }
     // The index goes last but one, and only as it was judged empty: a push

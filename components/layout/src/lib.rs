@@ -113,6 +113,15 @@ pub fn rehash(key: &str, d: &skiff_core::Digest) -> Result<String, ObjectError> 
     objects::digest(key, algorithm(d))
 }
 
+/// The children of `prefix`; none if nothing is stored under it.
+pub fn children(prefix: &str) -> Result<Vec<objects::Child>, ObjectError> {
+    match objects::list_children(prefix) {
+        Ok(c) => Ok(c),
+        Err(ObjectError::NotFound) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Meta of an object, or `None` if there is none.
 pub fn stat(key: &str) -> Result<Option<objects::Meta>, ObjectError> {
     match objects::stat(key) {

@@ -139,11 +139,7 @@ fn walk_repositories(with_uploads: bool) -> Result<Vec<String>, LayoutError> {
     let mut found = Vec::new();
     let mut pending = vec![String::new()];
     while let Some(prefix) = pending.pop() {
-        let children = match objects::list_children(&prefix) {
-            Ok(c) => c,
-            Err(ObjectError::NotFound) => continue,
-            Err(e) => return Err(e.into()),
-        };
+        let children = crate::children(&prefix)?;
         let repo = prefix.trim_end_matches('/');
         let marks_a_repository = |c: &objects::Child| {
             (!c.is_prefix && c.name == "index.json")
@@ -189,12 +185,7 @@ pub fn referrer_entries(
     subject: &Digest,
 ) -> Result<Vec<(Digest, String)>, LayoutError> {
     let prefix = keys::referrers(repo, subject);
-    let children = match objects::list_children(&prefix) {
-        Ok(c) => c,
-        Err(ObjectError::NotFound) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    Ok(children
+    Ok(crate::children(&prefix)?
         .into_iter()
         .filter(|c| !c.is_prefix)
         .filter_map(|c| {
@@ -208,13 +199,7 @@ pub fn referrer_entries(
 pub fn subjects(repo: &str) -> Result<Vec<Digest>, LayoutError> {
     let mut out = Vec::new();
     for alg in [skiff_core::Algorithm::Sha256, skiff_core::Algorithm::Sha512] {
-        let prefix = keys::referrers_prefix(repo, alg.as_str());
-        let children = match objects::list_children(&prefix) {
-            Ok(c) => c,
-            Err(ObjectError::NotFound) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        for c in children {
+        for c in crate::children(&keys::referrers_prefix(repo, alg.as_str()))? {
             let Ok(subject) = format!("{}:{}", alg.as_str(), c.name).parse::<Digest>() else {
                 continue;
             };

@@ -112,12 +112,7 @@ pub fn read_manifest(repo: &str, d: &Digest) -> Result<Option<Vec<u8>>, LayoutEr
 /// The digests of one kind of object listed under `prefix` (blobs or
 /// referrer lists of one algorithm), with names that are not digests skipped.
 pub fn list_digests(prefix: &str, algorithm: &str) -> Result<Vec<Digest>, LayoutError> {
-    let children = match objects::list_children(prefix) {
-        Ok(c) => c,
-        Err(ObjectError::NotFound) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    Ok(children
+    Ok(crate::children(prefix)?
         .into_iter()
         .filter(|c| !c.is_prefix)
         .filter_map(|c| format!("{algorithm}:{}", c.name).parse().ok())
