@@ -22,11 +22,15 @@ fn main() -> Result<()> {
         .parent()
         .context("workspace root")?
         .to_path_buf();
-    // Every file, not the directories: cargo was seen to take a changed
-    // component source for fresh when only `components` was named.
-    for path in ["components", "wit", "Cargo.toml", "Cargo.lock"] {
-        watch(&root.join(path))?;
-    }
+    // Run every time: cargo was seen to take changed component sources for
+    // fresh (both with `components` named and with every file named), and a
+    // stale component is embedded silently. The nested build is incremental
+    // (about a second when nothing changed) and the outputs are rewritten
+    // only when their bytes change, so the host is not rebuilt for nothing.
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("target/wasm/.always-rebuild").display()
+    );
 
     ensure_target()?;
     let wasm_dir = build_components(&root)?;
@@ -35,29 +39,21 @@ fn main() -> Result<()> {
         &wasm_dir.join("skiff_storage.wasm"),
     )?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
-    std::fs::write(out.join("registry.wasm"), composed)?;
+    write_if_changed(&out.join("registry.wasm"), &composed)?;
     for job in ["gc", "scrub"] {
-        std::fs::copy(
-            wasm_dir.join(format!("skiff_{job}.wasm")),
-            out.join(format!("{job}.wasm")),
-        )?;
+        let wasm = std::fs::read(wasm_dir.join(format!("skiff_{job}.wasm")))?;
+        write_if_changed(&out.join(format!("{job}.wasm")), &wasm)?;
     }
     Ok(())
 }
 
-/// Ask cargo to rerun this script when `path`, or any file below it, changes.
-fn watch(path: &Path) -> Result<()> {
-    if path.is_dir() {
-        // Build output and editor droppings do not matter.
-        if path.file_name().is_some_and(|n| n == "target") {
-            return Ok(());
-        }
-        for entry in std::fs::read_dir(path)? {
-            watch(&entry?.path())?;
-        }
+/// Write `bytes` unless the file holds them already (its mtime then stays,
+/// and so does the host crate that embeds it).
+fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(());
     }
-    println!("cargo:rerun-if-changed={}", path.display());
-    Ok(())
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 /// A fresh machine may have the toolchain without the wasm target; a

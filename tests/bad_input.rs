@@ -665,6 +665,13 @@ fn malformed_requests_are_refused_cleanly() {
     want.insert(format!("{REPO}/oci-layout"));
     // The dedupe cache (on by default) lives at the root.
     want.insert(".skiff-cache.db".to_string());
+    // And the marker of the server running on the store.
+    let running: Vec<String> = files_under(&reg.root())
+        .into_iter()
+        .filter(|f| f.starts_with(".skiff-running."))
+        .collect();
+    assert_eq!(running.len(), 1, "{running:?}");
+    want.extend(running);
     assert_eq!(
         files_under(&reg.root()),
         want,

@@ -281,3 +281,151 @@ fn with_commit_new_directories_deletes_and_links_are_synced() {
         "the mount's name is not synced"
     );
 }
+
+#[test]
+fn after_an_unclean_stop_blobs_that_lost_their_bytes_are_removed() {
+    // commit: false (the default): published blobs may be unsynced.
+    let mut reg = Registry::start();
+    reg.push_image("crash/app", "v1", "power cut");
+    let root = reg.root();
+    assert_eq!(running_markers(&root), 1);
+    reg.stop(); // SIGKILL: no clean stop.
+                // What a power cut can leave of a blob whose data was never synced.
+    let layer = b"layer of power cut".to_vec();
+    let d = sha256(&layer);
+    std::fs::write(blob_path(&root, "crash/app", &d), b"").unwrap();
+
+    let reg =
+        Registry::start_with(|cfg| cfg["storage"]["rootDirectory"] = root.to_str().unwrap().into());
+    // The crashed run's marker is gone; the new run has its own.
+    assert_eq!(running_markers(&root), 1);
+    let gone = eventually(Duration::from_secs(60), || {
+        reg.head(&format!("/v2/crash/app/blobs/{d}")).status == 404
+    });
+    assert!(gone, "the emptied blob is still served");
+    // The other blobs were intact and stay; a push restores the layer.
+    assert_eq!(reg.get_manifest("crash/app", "v1").status, 200);
+    reg.push_blob("crash/app", &layer);
+    assert_eq!(reg.pull_blob("crash/app", &d), layer);
+}
+
+#[test]
+fn a_clean_stop_leaves_nothing_to_check() {
+    let mut reg = Registry::start();
+    reg.push_image("clean/app", "v1", "orderly");
+    let root = reg.root();
+    reg.signal(libc::SIGTERM);
+    let status = reg.wait_exit(Duration::from_secs(60)).expect("exited");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(running_markers(&root), 0);
+}
+
+/// The markers of servers running (or crashed) on a store.
+fn running_markers(root: &Path) -> usize {
+    names_in(root)
+        .iter()
+        .filter(|n| n.starts_with(".skiff-running."))
+        .count()
+}
+
+#[test]
+fn small_objects_are_synced_before_they_replace_anything() {
+    // Without commit, index.json is still synced before its rename, so a
+    // power cut cannot leave it empty.
+    let trace_dir = tempfile::tempdir().unwrap();
+    let trace = trace_dir.path().join("trace");
+    let trace_arg = trace.to_str().unwrap();
+    let mut reg = Registry::start_under(
+        &[
+            strace(),
+            "-f",
+            "-y",
+            "-qq",
+            "-e",
+            "trace=fsync,fdatasync,rename,renameat,renameat2",
+            "-o",
+            trace_arg,
+        ],
+        |_| {},
+    );
+    reg.push_image("meta/app", "v1", "synced metadata");
+    reg.push_image("meta/app", "v2", "synced metadata too");
+    let killed = std::process::Command::new("pkill")
+        .args(["-KILL", "-P", &reg.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    reg.stop();
+    let log = std::fs::read_to_string(&trace).unwrap();
+    let index = reg
+        .root()
+        .canonicalize()
+        .unwrap()
+        .join("meta/app/index.json");
+    let renames: Vec<(usize, String)> = log
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            l.contains("rename")
+                && !l.contains(" = -1 ")
+                && l.contains(&format!("\"{}\"", index.display()))
+        })
+        .map(|(i, l)| (i, l.split('"').nth(1).unwrap_or_default().to_string()))
+        .collect();
+    assert!(
+        renames.len() >= 2,
+        "index.json was not replaced by rename:\n{log}"
+    );
+    for (at, tmp) in &renames {
+        let synced = log.lines().take(*at).any(|l| {
+            (l.contains("fsync(") || l.contains("fdatasync(")) && l.contains(&format!("<{tmp}>"))
+        });
+        assert!(synced, "{tmp} was renamed over index.json unsynced");
+    }
+}
+
+#[test]
+fn a_corrupt_index_json_is_rebuilt_by_scrub_repair() {
+    let reg = Registry::start();
+    let (child, cd) = reg.push_image("lost/app", "amd64", "child");
+    let index = serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": cd, "size": child.len()}],
+    });
+    let ib = serde_json::to_vec(&index).unwrap();
+    assert_eq!(
+        reg.put_manifest("lost/app", "latest", OCI_INDEX, &ib)
+            .status,
+        201
+    );
+    let path = reg.root().join("lost/app/index.json");
+    std::fs::write(&path, b"{\"schemaVersion\":2,\"manifests\":[{\"dig").unwrap();
+
+    let (ok, text) = run(&reg.config_path(), &["scrub"]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("index.json") && l.contains("affected")),
+        "{text}"
+    );
+    let (ok, text) = run(&reg.config_path(), &["scrub", "--repair"]);
+    assert!(!ok, "{text}");
+    // The top manifest (the index) is tagged again; its child is reached through it.
+    let tag = format!("recovered-{}", &hex_of(&sha256(&ib))[..12]);
+    assert!(text.contains(&tag), "{text}");
+    let r = reg
+        .req("GET", &format!("/v2/lost/app/manifests/{tag}"))
+        .header("Accept", OCI_INDEX)
+        .send();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, ib);
+    assert_eq!(reg.get_manifest("lost/app", &cd).status, 200);
+    let tags = reg.get("/v2/lost/app/tags/list").json();
+    assert_eq!(tags["tags"], serde_json::json!([tag]));
+    // The corrupt file is kept aside.
+    assert!(names_in(&reg.root().join("lost/app"))
+        .iter()
+        .any(|n| n.starts_with(".index.json.corrupt-")));
+    let (ok, text) = run(&reg.config_path(), &["scrub"]);
+    assert!(ok, "{text}");
+}

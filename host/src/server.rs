@@ -27,7 +27,10 @@ pub async fn serve(cfg: Config) -> Result<Stopped> {
     };
     let runtime = Arc::new(Runtime::new(objects.clone(), limits)?.with_settings(&cfg));
     for disk in objects.disks() {
-        converge_dedupe(disk.clone());
+        let unclean = disk
+            .mark_running()
+            .with_context(|| format!("cannot write to {}", disk.root().display()))?;
+        after_start(disk.clone(), unclean.filter(|_| !disk.commit()));
     }
     let metrics = Arc::new(Metrics::default());
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -88,7 +91,13 @@ pub async fn serve(cfg: Config) -> Result<Stopped> {
         counted,
         background,
     };
-    Ok(drain(open, &phase, &mut signals, cfg.http.shutdown_timeout).await)
+    let stopped = drain(open, &phase, &mut signals, cfg.http.shutdown_timeout).await;
+    // Whatever the drain cut off, what was stored is as it was written:
+    // only a crash (or a power cut) needs the check at the next start.
+    for disk in objects.disks() {
+        disk.mark_stopped();
+    }
+    Ok(stopped)
 }
 
 /// What the drain waits for.
@@ -313,8 +322,28 @@ pub fn open_stores(cfg: &Config, how: Use) -> Result<Objects> {
 /// path. Not waited for at exit (main.rs): it may take minutes on a large
 /// store, and each of its steps replaces one file by a rename, so the
 /// process may end between any two; the next start converges the rest.
-fn converge_dedupe(disk: Arc<Disk>) {
-    tokio::task::spawn_blocking(move || match disk.reconcile() {
+/// Background work at start, off the request path: after an unclean stop
+/// of a store without `commit`, check the blobs published since the crashed
+/// run started (`unclean`); then apply a changed dedupe setting.
+fn after_start(disk: Arc<Disk>, unclean: Option<std::time::SystemTime>) {
+    tokio::task::spawn_blocking(move || {
+        if let Some(since) = unclean {
+            match disk.check_recent_blobs(since) {
+                Ok((checked, removed)) => tracing::info!(
+                    root = %disk.root().display(), checked, removed,
+                    "checked the blobs of a run that did not stop cleanly"
+                ),
+                Err(e) => {
+                    tracing::warn!(root = %disk.root().display(), error = %e, "checking recent blobs failed")
+                }
+            }
+        }
+        converge_dedupe(&disk);
+    });
+}
+
+fn converge_dedupe(disk: &Disk) {
+    match disk.reconcile() {
         Ok((blobs, 0)) => {
             tracing::debug!(root = %disk.root().display(), blobs, "dedupe state consistent")
         }
@@ -325,5 +354,5 @@ fn converge_dedupe(disk: Arc<Disk>) {
         Err(e) => {
             tracing::warn!(root = %disk.root().display(), error = %e, "dedupe convergence failed")
         }
-    });
+    }
 }

@@ -41,8 +41,20 @@ fn check(repo: &str, repair: bool) -> Result<Report, LayoutError> {
         bytes_checked: 0,
         damaged: Vec::new(),
     };
-    let Some((idx, _)) = meta::index(repo)? else {
-        return Ok(report);
+    let idx = match meta::index(repo) {
+        Ok(Some((idx, _))) => idx,
+        Ok(None) => return Ok(report),
+        Err(LayoutError::Corrupt(why)) => {
+            let rebuilt = if repair { rebuild_index(repo)? } else { None };
+            report.damaged.push(Damaged {
+                digest: "index.json".into(),
+                actual: why,
+                images: rebuilt.unwrap_or_default(),
+                removed: repair,
+            });
+            return Ok(report);
+        }
+        Err(e) => return Err(e),
     };
     // An entry that names no valid digest leaves its tag unservable.
     for d in &idx.manifests {
@@ -130,4 +142,51 @@ fn name_affected_images(
         }
     }
     Ok(())
+}
+
+/// A corrupt `index.json` (a disk error, a bad hand edit) leaves every
+/// manifest of the repository unreachable and at gc's mercy. Set it aside
+/// (as `.index.json.corrupt-<ms>`) and list again every stored manifest:
+/// the top ones (no index lists them, no subject) tagged
+/// `recovered-<first 12 hex digits>` so gc keeps them and an operator can
+/// tag them again; index children and referrers untagged, reached through
+/// those. The new tags, or `None` if a writer replaced the file meanwhile.
+fn rebuild_index(repo: &str) -> Result<Option<Vec<String>>, LayoutError> {
+    use skiff_core::layout::{Descriptor, ImageIndex};
+    use skiff_layout::objects::{self, Condition};
+    let key = keys::index(repo);
+    let (bytes, meta) = objects::get(&key, meta::MAX_INDEX_BYTES)?;
+    let now = wasip2::clocks::wall_clock::now().seconds;
+    let aside = format!("{repo}/.index.json.corrupt-{now}");
+    objects::put(&aside, &bytes, &Condition::Always)?;
+    let mut found = Vec::new();
+    for alg in [skiff_core::Algorithm::Sha256, skiff_core::Algorithm::Sha512] {
+        for d in walk::list_digests(&keys::blobs_prefix(repo, alg.as_str()), alg.as_str())? {
+            if let Some((m, size)) = walk::parse_stored(repo, &d, None)? {
+                found.push((d, m, size));
+            }
+        }
+    }
+    let listed: std::collections::BTreeSet<Digest> = found
+        .iter()
+        .flat_map(|(_, m, _)| m.children.iter().map(|c| c.digest.clone()))
+        .collect();
+    let mut idx = ImageIndex::default();
+    let mut tags = Vec::new();
+    for (d, m, size) in &found {
+        let desc = Descriptor::new(&m.media_type, &d.to_string(), *size);
+        if listed.contains(d) || m.subject.is_some() {
+            idx.add_untagged(&desc);
+        } else {
+            let tag = format!("recovered-{}", &d.hex()[..12]);
+            idx.set_tag(&tag, &desc);
+            tags.push(tag);
+        }
+    }
+    let json = serde_json::to_vec(&idx).map_err(|e| LayoutError::Corrupt(e.to_string()))?;
+    match objects::put(&key, &json, &Condition::IfVersion(meta.version)) {
+        Ok(_) => Ok(Some(tags)),
+        Err(skiff_layout::ObjectError::PreconditionFailed) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }

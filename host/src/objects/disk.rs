@@ -48,6 +48,8 @@ pub struct Disk {
     pass_digests: std::sync::Mutex<HashMap<FileVersion, String>>,
     /// Bytes hashed by background work since start.
     bytes_hashed: std::sync::atomic::AtomicU64,
+    /// This server's marker on the store, locked while it runs.
+    running: std::sync::Mutex<Option<(PathBuf, File)>>,
 }
 
 /// A file's identity and version: the same inode, size and mtime mean the
@@ -66,6 +68,15 @@ struct FileVersion {
 pub const CACHE_FILE: &str = ".skiff-cache.db";
 /// Where earlier versions kept it.
 const LEGACY_CACHE_FILE: &str = "cache.db";
+/// Markers of servers using the store: `.skiff-running.<random>`, each
+/// locked (`flock`) by its server for as long as it runs, so a marker whose
+/// lock can be taken was left by a run that did not stop cleanly (a crash
+/// releases the lock; pids are no help, a container's server is always 1).
+/// A marker's mtime is when its run started.
+const RUNNING_PREFIX: &str = ".skiff-running.";
+/// How far before the crashed run's start a blob is still checked: clocks
+/// and mtimes are coarse, and a check too many costs only a hash.
+const RECENT_SLACK: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn io_err(e: io::Error) -> ObjectError {
     match e.kind() {
@@ -369,6 +380,7 @@ impl Disk {
             partial: Default::default(),
             pass_digests: Default::default(),
             bytes_hashed: Default::default(),
+            running: Default::default(),
             locks: (0..LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
@@ -448,8 +460,14 @@ impl Disk {
             let written = (|| {
                 let mut f = in_dir(&staged, commit, || File::create(&staged))?;
                 f.write_all(&data)?;
+                // Small objects (index.json above all) are synced before
+                // they replace or join anything, even without `commit`: a
+                // power cut may lose a recent update, but never leave an
+                // empty index.json where a valid one was.
                 if commit {
                     f.sync_all()?;
+                } else {
+                    f.sync_data()?;
                 }
                 Ok(())
             })();
@@ -1029,6 +1047,94 @@ impl Disk {
             published(cache.as_deref(), &key, &to, commit)
         })
         .await
+    }
+
+    /// A server starts on this store. When the previous run did not stop
+    /// cleanly, when it started.
+    pub fn mark_running(&self) -> io::Result<Option<std::time::SystemTime>> {
+        let mut unclean: Option<std::time::SystemTime> = None;
+        for entry in fs::read_dir(&self.root)? {
+            let entry = entry?;
+            if !entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(RUNNING_PREFIX)
+            {
+                continue;
+            }
+            let Ok(f) = File::open(entry.path()) else {
+                continue;
+            };
+            // Locked: its server is running (another process on this store).
+            if f.try_lock().is_err() {
+                continue;
+            }
+            let started = f.metadata()?.modified()?;
+            unclean = Some(unclean.map_or(started, |u| u.min(started)));
+            let _ = fs::remove_file(entry.path());
+        }
+        let path = self
+            .root
+            .join(format!("{RUNNING_PREFIX}{:016x}", rand::random::<u64>()));
+        let f = File::create(&path)?;
+        f.lock()?;
+        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some((path, f));
+        Ok(unclean)
+    }
+
+    /// The server stopped in order: nothing needs checking at the next start.
+    pub fn mark_stopped(&self) {
+        if let Some((path, _f)) = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = fs::remove_file(path);
+        }
+    }
+
+    /// Whether files are synced before they are published (`commit`).
+    pub fn commit(&self) -> bool {
+        self.commit
+    }
+
+    /// After an unclean stop of a store without `commit`: blobs published
+    /// since `since` may name data that a power cut lost (it was never
+    /// synced). Hash each; remove any whose bytes do not match their name,
+    /// under the blob's lock, so it answers 404 and the next push of it
+    /// stores it again. (checked, removed).
+    pub fn check_recent_blobs(&self, since: std::time::SystemTime) -> io::Result<(u64, u64)> {
+        let since = since
+            .checked_sub(RECENT_SLACK)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        let mut blobs = Vec::new();
+        collect_blobs(&self.root, &self.root, &mut blobs)?;
+        let (mut checked, mut removed) = (0, 0);
+        for (key, digest) in &blobs {
+            let path = self.root.join(key);
+            let Ok(md) = fs::metadata(&path) else {
+                continue;
+            };
+            if md.modified().is_ok_and(|m| m < since) {
+                continue;
+            }
+            checked += 1;
+            if holds(&path, digest).unwrap_or(true) {
+                continue;
+            }
+            let f = File::open(&path)?;
+            f.lock()?;
+            if f.metadata()?.ino() == md.ino() && still_named(&f, &path)? {
+                fs::remove_file(&path)?;
+                if let Some(cache) = &self.dedupe {
+                    let _ = cache.forget(key);
+                }
+                tracing::warn!(key, "removed a blob whose bytes an unclean stop lost");
+                removed += 1;
+            }
+        }
+        Ok((checked, removed))
     }
 
     /// Bring the store in line with its dedupe setting, in the background at
