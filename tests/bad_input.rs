@@ -663,6 +663,8 @@ fn malformed_requests_are_refused_cleanly() {
         .collect();
     want.insert(format!("{REPO}/index.json"));
     want.insert(format!("{REPO}/oci-layout"));
+    // The version of index.json before the fixture's last tag push.
+    want.insert(format!("{REPO}/.index.json.prev"));
     // The dedupe cache (on by default) lives at the root.
     want.insert(".skiff-cache.db".to_string());
     // And the marker of the server running on the store.

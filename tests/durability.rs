@@ -420,12 +420,125 @@ fn a_corrupt_index_json_is_rebuilt_by_scrub_repair() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.body, ib);
     assert_eq!(reg.get_manifest("lost/app", &cd).status, 200);
+    // The child's own tag comes back from the version before the last push.
     let tags = reg.get("/v2/lost/app/tags/list").json();
-    assert_eq!(tags["tags"], serde_json::json!([tag]));
+    assert_eq!(tags["tags"], serde_json::json!(["amd64", tag]));
     // The corrupt file is kept aside.
     assert!(names_in(&reg.root().join("lost/app"))
         .iter()
         .any(|n| n.starts_with(".index.json.corrupt-")));
     let (ok, text) = run(&reg.config_path(), &["scrub"]);
     assert!(ok, "{text}");
+}
+
+#[test]
+fn a_corrupt_index_json_gets_its_previous_tags_back() {
+    let reg = Registry::start();
+    reg.push_image("prev/app", "v1", "first");
+    reg.push_image("prev/app", "v2", "second");
+    let (_, d3) = reg.push_image("prev/app", "v3", "third");
+    // The disk kept the version before the last change (v1 and v2 tagged).
+    let prev = reg.root().join("prev/app/.index.json.prev");
+    assert!(read_json(&prev)["manifests"].as_array().unwrap().len() == 2);
+    std::fs::write(reg.root().join("prev/app/index.json"), b"\0\0\0\0").unwrap();
+    let (ok, text) = run(&reg.config_path(), &["scrub", "--repair"]);
+    assert!(!ok, "{text}");
+    let tags = reg.get("/v2/prev/app/tags/list").json();
+    let recovered = format!("recovered-{}", &hex_of(&d3)[..12]);
+    assert_eq!(
+        tags["tags"],
+        serde_json::json!([recovered, "v1", "v2"]),
+        "{text}"
+    );
+}
+
+#[test]
+fn with_commit_convergence_syncs_each_replacement_before_and_after_its_rename() {
+    // Copies made with dedupe off become links when it is turned on; with
+    // commit each replacement is synced before it takes the name, and the
+    // directory after.
+    let mut first = Registry::start_with(|cfg| {
+        cfg["storage"]["dedupe"] = false.into();
+        cfg["storage"]["commit"] = true.into();
+    });
+    let blob = vec![7u8; 1 << 20];
+    let d = first.push_blob("copies/a", &blob);
+    first.push_blob("copies/b", &blob);
+    first.stop();
+    let root = first.root();
+    let trace_dir = tempfile::tempdir().unwrap();
+    let trace = trace_dir.path().join("trace");
+    let trace_arg = trace.to_str().unwrap();
+    let mut reg = Registry::start_under(
+        &[
+            strace(),
+            "-f",
+            "-y",
+            "-qq",
+            "-e",
+            "trace=fsync,fdatasync,rename,renameat,renameat2",
+            "-o",
+            trace_arg,
+        ],
+        |cfg| {
+            cfg["storage"]["rootDirectory"] = root.to_str().unwrap().into();
+            cfg["storage"]["commit"] = true.into();
+        },
+    );
+    let ino = |repo: &str| {
+        std::fs::metadata(blob_path(&root, repo, &d))
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .ok()
+    };
+    assert!(eventually(Duration::from_secs(60), || ino("copies/a")
+        .is_some()
+        && ino("copies/a") == ino("copies/b")));
+    let killed = std::process::Command::new("pkill")
+        .args(["-KILL", "-P", &reg.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    reg.stop();
+    let log = std::fs::read_to_string(&trace).unwrap();
+    let root = root.canonicalize().unwrap();
+    let renames: Vec<(usize, String, String)> = log
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            l.contains("rename")
+                && !l.contains(" = -1 ")
+                && l.contains(".tmp-")
+                && l.contains("/blobs/sha256/")
+        })
+        .map(|(i, l)| {
+            let mut q = l.split('"');
+            let from = q.nth(1).unwrap_or_default().to_string();
+            let to = q.nth(1).unwrap_or_default().to_string();
+            (i, from, to)
+        })
+        .collect();
+    assert_eq!(renames.len(), 1, "one copy replaced by a link:\n{log}");
+    let (at, from, to) = &renames[0];
+    assert!(
+        to.starts_with(root.to_str().unwrap()) && to.ends_with(hex_of(&d)),
+        "{to}"
+    );
+    let lines: Vec<&str> = log.lines().collect();
+    let synced = |l: &str, p: &str| {
+        (l.contains("fsync(") || l.contains("fdatasync(")) && l.contains(&format!("<{p}>"))
+    };
+    assert!(
+        lines[..*at].iter().any(|l| synced(l, from)),
+        "{from} renamed unsynced"
+    );
+    let dir = Path::new(to)
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        lines[*at..].iter().any(|l| synced(l, &dir)),
+        "{dir} not synced after the rename"
+    );
 }

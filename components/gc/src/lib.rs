@@ -423,6 +423,7 @@ fn remove_if_empty(repo: &str, now: u64, delay: u64, sweep: Sweep) -> Result<boo
         return Ok(false);
     }
     if !sweep.dry_run {
+        skiff_layout::remove(&keys::index_previous(repo))?;
         skiff_layout::remove(&keys::oci_layout(repo))?;
     }
     Ok(true)

@@ -6,6 +6,11 @@ pub fn index(repo: &str) -> String {
     format!("{repo}/index.json")
 }
 
+/// The version of `index.json` before its last change (the disk keeps it).
+pub fn index_previous(repo: &str) -> String {
+    format!("{repo}/.index.json.prev")
+}
+
 pub fn oci_layout(repo: &str) -> String {
     format!("{repo}/oci-layout")
 }

@@ -146,11 +146,12 @@ fn name_affected_images(
 
 /// A corrupt `index.json` (a disk error, a bad hand edit) leaves every
 /// manifest of the repository unreachable and at gc's mercy. Set it aside
-/// (as `.index.json.corrupt-<ms>`) and list again every stored manifest:
-/// the top ones (no index lists them, no subject) tagged
-/// `recovered-<first 12 hex digits>` so gc keeps them and an operator can
-/// tag them again; index children and referrers untagged, reached through
-/// those. The new tags, or `None` if a writer replaced the file meanwhile.
+/// (as `.index.json.corrupt-<seconds>`), start from the previous version the
+/// disk kept (its tags as they were before the last change), and list every
+/// stored manifest it lacks: the top ones (no index lists them, no subject)
+/// tagged `recovered-<first 12 hex digits>` so gc keeps them and an operator
+/// can tag them again; index children and referrers untagged, reached
+/// through those. The tags, or `None` if a writer replaced the file meanwhile.
 fn rebuild_index(repo: &str) -> Result<Option<Vec<String>>, LayoutError> {
     use skiff_core::layout::{Descriptor, ImageIndex};
     use skiff_layout::objects::{self, Condition};
@@ -159,6 +160,13 @@ fn rebuild_index(repo: &str) -> Result<Option<Vec<String>>, LayoutError> {
     let now = wasip2::clocks::wall_clock::now().seconds;
     let aside = format!("{repo}/.index.json.corrupt-{now}");
     objects::put(&aside, &bytes, &Condition::Always)?;
+    // The version before the last change, which the disk keeps, brings back
+    // the tags as they were then.
+    let previous =
+        match meta::load::<ImageIndex>(&keys::index_previous(repo), meta::MAX_INDEX_BYTES) {
+            Ok((idx, Some(_))) => idx,
+            _ => ImageIndex::default(),
+        };
     let mut found = Vec::new();
     for alg in [skiff_core::Algorithm::Sha256, skiff_core::Algorithm::Sha512] {
         for d in walk::list_digests(&keys::blobs_prefix(repo, alg.as_str()), alg.as_str())? {
@@ -171,9 +179,12 @@ fn rebuild_index(repo: &str) -> Result<Option<Vec<String>>, LayoutError> {
         .iter()
         .flat_map(|(_, m, _)| m.children.iter().map(|c| c.digest.clone()))
         .collect();
-    let mut idx = ImageIndex::default();
-    let mut tags = Vec::new();
+    let mut tags: Vec<String> = previous.tags().map(str::to_string).collect();
+    let mut idx = previous;
     for (d, m, size) in &found {
+        if idx.by_digest(&d.to_string()).is_some() {
+            continue;
+        }
         let desc = Descriptor::new(&m.media_type, &d.to_string(), *size);
         if listed.contains(d) || m.subject.is_some() {
             idx.add_untagged(&desc);

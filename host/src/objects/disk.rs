@@ -189,6 +189,29 @@ fn replace_if_same(path: &Path, ino: u64, tmp: &Path, commit: bool) -> io::Resul
     Ok(true)
 }
 
+/// The name under which an object replaced by compare-and-swap keeps its
+/// previous version (`index.json` → `.index.json.prev`): the last-but-one
+/// state of a repository's tags stays recoverable if the current one is
+/// ever damaged. Hidden, so no listing of repositories or blobs sees it.
+pub fn previous_name(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("object");
+    path.with_file_name(format!(".{name}.prev"))
+}
+
+/// Keep the file at `path` (about to be replaced) as its previous version:
+/// a hard link, so it costs no data write. Best effort: it only helps a
+/// repair, and a failure must not fail the write.
+fn keep_previous(path: &Path) {
+    let prev = previous_name(path);
+    let staged = temp_name(&prev);
+    if fs::hard_link(path, &staged).is_ok() && fs::rename(&staged, &prev).is_err() {
+        let _ = fs::remove_file(&staged);
+    }
+}
+
 fn algorithm_of(d: &skiff_core::Digest) -> HashAlgorithm {
     match d.algorithm() {
         skiff_core::Algorithm::Sha256 => HashAlgorithm::Sha256,
@@ -488,6 +511,7 @@ impl Disk {
                 let (tmp, path, commit) = (tmp.clone(), path.clone(), commit);
                 blocking(move || {
                     let _locked = lock_version(&path, &v)?;
+                    keep_previous(&path);
                     fs::rename(&tmp, &path).map_err(io_err)?;
                     if commit {
                         sync_dir(&path).map_err(io_err)?;
