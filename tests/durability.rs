@@ -151,41 +151,76 @@ fn what_killed_first_pushes_leave_is_collected() {
     assert_eq!(reg.get_manifest("old/app", "v1").status, 200);
 }
 
-/// Whether `strace` is there to check syscall order.
-fn strace() -> &'static str {
-    let ok = std::process::Command::new("strace")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "strace is required for this test (scripts/test.sh installs it)"
-    );
-    "strace"
+/// A registry whose server runs under `strace -f -y`, tracing `calls`.
+struct Traced {
+    reg: Registry,
+    _dir: tempfile::TempDir,
+    trace: std::path::PathBuf,
+}
+
+impl Traced {
+    fn start(calls: &str, edit: impl FnOnce(&mut serde_json::Value)) -> Traced {
+        let found = std::process::Command::new("strace")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            found,
+            "strace is required for this test (scripts/test.sh installs it)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let trace = dir.path().join("trace");
+        let trace_arg = trace.to_str().unwrap().to_string();
+        let calls = format!("trace={calls}");
+        let reg = Registry::start_under(
+            &[
+                "strace",
+                "-f",
+                "-y",
+                "-qq",
+                "-e",
+                calls.as_str(),
+                "-o",
+                trace_arg.as_str(),
+            ],
+            edit,
+        );
+        Traced {
+            reg,
+            _dir: dir,
+            trace,
+        }
+    }
+
+    /// Stop the server; its registry (for its data) and the trace.
+    fn finish(mut self) -> (Registry, String) {
+        // The traced server is strace's child: end it, and strace with it.
+        let killed = std::process::Command::new("pkill")
+            .args(["-KILL", "-P", &self.reg.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        self.reg.stop();
+        let log = std::fs::read_to_string(&self.trace).unwrap();
+        (self.reg, log)
+    }
+}
+
+/// Whether a trace line is an fsync or fdatasync of the file or directory at `path`.
+fn syncs(line: &str, path: &str) -> bool {
+    (line.contains("fsync(") || line.contains("fdatasync(")) && line.contains(&format!("<{path}>"))
 }
 
 #[test]
 fn with_commit_new_directories_deletes_and_links_are_synced() {
-    let trace_dir = tempfile::tempdir().unwrap();
-    let trace = trace_dir.path().join("trace");
-    let calls_traced = "trace=mkdir,mkdirat,fsync,fdatasync,unlink,unlinkat,link,linkat";
-    let trace_arg = trace.to_str().unwrap();
-    let mut reg = Registry::start_under(
-        &[
-            strace(),
-            "-f",
-            "-y",
-            "-qq",
-            "-e",
-            calls_traced,
-            "-o",
-            trace_arg,
-        ],
+    let traced = Traced::start(
+        "mkdir,mkdirat,fsync,fdatasync,unlink,unlinkat,link,linkat",
         |cfg| {
             cfg["storage"]["commit"] = true.into();
             cfg["storage"]["gcInterval"] = "24h".into();
         },
     );
+    let reg = &traced.reg;
     reg.push_image("brand/new/repo", "v1", "synced");
     let extra = reg.push_blob("brand/new/repo", b"to be deleted");
     assert_eq!(
@@ -199,17 +234,8 @@ fn with_commit_new_directories_deletes_and_links_are_synced() {
         reg.mount("other/repo", &layer, "brand/new/repo").status,
         201
     );
-    // The traced server is strace's child: end it, and strace with it.
-    let killed = std::process::Command::new("pkill")
-        .args(["-KILL", "-P", &reg.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    reg.stop();
-    let root = reg.root();
-
-    let log = std::fs::read_to_string(&trace).unwrap();
-    let root = root.canonicalize().unwrap();
+    let (reg, log) = traced.finish();
+    let root = reg.root().canonicalize().unwrap();
     let root_s = root.to_str().unwrap();
     let data_dir = root.parent().unwrap().to_path_buf();
     let data_s = data_dir.to_str().unwrap();
@@ -332,31 +358,11 @@ fn running_markers(root: &Path) -> usize {
 fn small_objects_are_synced_before_they_replace_anything() {
     // Without commit, index.json is still synced before its rename, so a
     // power cut cannot leave it empty.
-    let trace_dir = tempfile::tempdir().unwrap();
-    let trace = trace_dir.path().join("trace");
-    let trace_arg = trace.to_str().unwrap();
-    let mut reg = Registry::start_under(
-        &[
-            strace(),
-            "-f",
-            "-y",
-            "-qq",
-            "-e",
-            "trace=fsync,fdatasync,rename,renameat,renameat2",
-            "-o",
-            trace_arg,
-        ],
-        |_| {},
-    );
+    let traced = Traced::start("fsync,fdatasync,rename,renameat,renameat2", |_| {});
+    let reg = &traced.reg;
     reg.push_image("meta/app", "v1", "synced metadata");
     reg.push_image("meta/app", "v2", "synced metadata too");
-    let killed = std::process::Command::new("pkill")
-        .args(["-KILL", "-P", &reg.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    reg.stop();
-    let log = std::fs::read_to_string(&trace).unwrap();
+    let (reg, log) = traced.finish();
     let index = reg
         .root()
         .canonicalize()
@@ -377,9 +383,7 @@ fn small_objects_are_synced_before_they_replace_anything() {
         "index.json was not replaced by rename:\n{log}"
     );
     for (at, tmp) in &renames {
-        let synced = log.lines().take(*at).any(|l| {
-            (l.contains("fsync(") || l.contains("fdatasync(")) && l.contains(&format!("<{tmp}>"))
-        });
+        let synced = log.lines().take(*at).any(|l| syncs(l, tmp));
         assert!(synced, "{tmp} was renamed over index.json unsynced");
     }
 }
@@ -466,25 +470,10 @@ fn with_commit_convergence_syncs_each_replacement_before_and_after_its_rename() 
     first.push_blob("copies/b", &blob);
     first.stop();
     let root = first.root();
-    let trace_dir = tempfile::tempdir().unwrap();
-    let trace = trace_dir.path().join("trace");
-    let trace_arg = trace.to_str().unwrap();
-    let mut reg = Registry::start_under(
-        &[
-            strace(),
-            "-f",
-            "-y",
-            "-qq",
-            "-e",
-            "trace=fsync,fdatasync,rename,renameat,renameat2",
-            "-o",
-            trace_arg,
-        ],
-        |cfg| {
-            cfg["storage"]["rootDirectory"] = root.to_str().unwrap().into();
-            cfg["storage"]["commit"] = true.into();
-        },
-    );
+    let traced = Traced::start("fsync,fdatasync,rename,renameat,renameat2", |cfg| {
+        cfg["storage"]["rootDirectory"] = root.to_str().unwrap().into();
+        cfg["storage"]["commit"] = true.into();
+    });
     let ino = |repo: &str| {
         std::fs::metadata(blob_path(&root, repo, &d))
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
@@ -493,13 +482,7 @@ fn with_commit_convergence_syncs_each_replacement_before_and_after_its_rename() 
     assert!(eventually(Duration::from_secs(60), || ino("copies/a")
         .is_some()
         && ino("copies/a") == ino("copies/b")));
-    let killed = std::process::Command::new("pkill")
-        .args(["-KILL", "-P", &reg.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    reg.stop();
-    let log = std::fs::read_to_string(&trace).unwrap();
+    let (_reg, log) = traced.finish();
     let root = root.canonicalize().unwrap();
     let renames: Vec<(usize, String, String)> = log
         .lines()
@@ -524,11 +507,8 @@ fn with_commit_convergence_syncs_each_replacement_before_and_after_its_rename() 
         "{to}"
     );
     let lines: Vec<&str> = log.lines().collect();
-    let synced = |l: &str, p: &str| {
-        (l.contains("fsync(") || l.contains("fdatasync(")) && l.contains(&format!("<{p}>"))
-    };
     assert!(
-        lines[..*at].iter().any(|l| synced(l, from)),
+        lines[..*at].iter().any(|l| syncs(l, from)),
         "{from} renamed unsynced"
     );
     let dir = Path::new(to)
@@ -538,7 +518,7 @@ fn with_commit_convergence_syncs_each_replacement_before_and_after_its_rename() 
         .unwrap()
         .to_string();
     assert!(
-        lines[*at..].iter().any(|l| synced(l, &dir)),
+        lines[*at..].iter().any(|l| syncs(l, &dir)),
         "{dir} not synced after the rename"
     );
 }
