@@ -125,19 +125,6 @@ fn turned_away(reg: &Registry) -> bool {
     false
 }
 
-/// 503, when to retry, and the OCI error.
-fn assert_too_many(what: &str, r: &Resp) {
-    assert_eq!(r.status, 503, "{what}: {}", r.text());
-    let retry = r
-        .header("retry-after")
-        .unwrap_or_else(|| panic!("{what}: 503 without Retry-After"));
-    assert!(
-        retry.parse::<u64>().is_ok(),
-        "{what}: Retry-After {retry:?}"
-    );
-    assert_eq!(r.error_code(), "TOOMANYREQUESTS", "{what}: {}", r.text());
-}
-
 /// Wait until the server is streaming `n` uploads into the registry (each
 /// holds a slot): their requests are in flight, not merely sent.
 fn wait_uploads_in_flight(reg: &Registry, n: u64) {

@@ -122,19 +122,6 @@ impl Stalled {
     }
 }
 
-/// The registry is over capacity: 503, when to retry, and the OCI error.
-fn assert_too_many(what: &str, r: &Resp) {
-    assert_eq!(r.status, 503, "{what}: {}", r.text());
-    let retry = r
-        .header("retry-after")
-        .unwrap_or_else(|| panic!("{what}: 503 without Retry-After"));
-    assert!(
-        retry.parse::<u64>().is_ok(),
-        "{what}: Retry-After {retry:?}"
-    );
-    assert_eq!(r.error_code(), "TOOMANYREQUESTS", "{what}: {}", r.text());
-}
-
 fn metrics(reg: &Registry) -> String {
     let r = reg.get("/metrics");
     assert_eq!(r.status, 200, "/metrics: {}", r.text());

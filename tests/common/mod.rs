@@ -650,3 +650,16 @@ pub fn listing(dir: &Path) -> Vec<(String, u64, std::time::SystemTime)> {
         })
         .collect()
 }
+
+/// The registry turned a request away: 503, when to retry, and the OCI error.
+pub fn assert_too_many(what: &str, r: &Resp) {
+    assert_eq!(r.status, 503, "{what}: {}", r.text());
+    let retry = r
+        .header("retry-after")
+        .unwrap_or_else(|| panic!("{what}: 503 without Retry-After"));
+    assert!(
+        retry.parse::<u64>().is_ok(),
+        "{what}: Retry-After {retry:?}"
+    );
+    assert_eq!(r.error_code(), "TOOMANYREQUESTS", "{what}: {}", r.text());
+}
