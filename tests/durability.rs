@@ -522,3 +522,37 @@ fn with_commit_convergence_syncs_each_replacement_before_and_after_its_rename() 
         "{dir} not synced after the rename"
     );
 }
+
+#[test]
+fn an_emptied_repository_with_a_write_in_flight_waits_for_it() {
+    let reg = Registry::start_with(|cfg| {
+        cfg["storage"]["gcDelay"] = "1h".into();
+        cfg["storage"]["gcInterval"] = "24h".into();
+        cfg["storage"]["retention"]["delay"] = "1h".into();
+    });
+    let (_, d) = reg.push_image("gone/app", "v1", "leaving");
+    assert_eq!(
+        reg.delete(&format!("/v2/gone/app/manifests/{d}")).status,
+        202
+    );
+    let repo = reg.root().join("gone/app");
+    age_files_under(&repo, LONG_AGO);
+    // A write in flight (young) when gc finds the repository empty.
+    let tmp = repo.join(".tmp-00000000cafef00d-index.json");
+    std::fs::write(&tmp, b"{").unwrap();
+    let (ok, text) = run(&reg.config_path(), &["gc"]);
+    assert!(ok, "{text}");
+    assert!(
+        repo.join("index.json").exists(),
+        "removed under a write in flight:\n{text}"
+    );
+    // Once old, the temp file goes, and the repository with it.
+    age_file(&tmp, LONG_AGO);
+    let (ok, text) = run(&reg.config_path(), &["gc"]);
+    assert!(ok, "{text}");
+    assert!(
+        !reg.root().join("gone").exists(),
+        "left: {:?}\n{text}",
+        files_under(&reg.root().join("gone"))
+    );
+}

@@ -404,16 +404,29 @@ fn remove_if_empty(repo: &str, now: u64, delay: u64, sweep: Sweep) -> Result<boo
     if !idx.manifests.is_empty() || !old_enough(&keys::index(repo), now, delay)? {
         return Ok(false);
     }
+    // A young temporary file may be a write in flight: the repository stays
+    // until a later pass (which also sweeps it once old). Old ones go, or
+    // would in a dry run, so they do not count.
+    let young_temp = |prefix: &str, name: &str| -> Result<bool, LayoutError> {
+        Ok(name.starts_with(".tmp-")
+            && stat(&format!("{prefix}{name}"))?
+                .is_some_and(|m| now.saturating_sub(m.modified_ms) < delay))
+    };
+    let top = format!("{repo}/");
+    for c in skiff_layout::children(&top)? {
+        if young_temp(&top, &c.name)? {
+            return Ok(false);
+        }
+    }
     for prefix in [
         keys::blobs_prefix(repo, "sha256"),
         keys::blobs_prefix(repo, "sha512"),
         keys::uploads_prefix(repo),
     ] {
-        if skiff_layout::children(&prefix)?
-            .iter()
-            .any(|c| !c.name.starts_with(".tmp-"))
-        {
-            return Ok(false);
+        for c in skiff_layout::children(&prefix)? {
+            if !c.name.starts_with(".tmp-") || young_temp(&prefix, &c.name)? {
+                return Ok(false);
+            }
         }
     }
     // The index goes last but one, and only as it was judged empty: a push
