@@ -56,48 +56,23 @@ apt_install() {
 command -v cc >/dev/null || apt_install gcc libc6-dev
 
 # strace: the durability tests check the order of fsyncs with it.
-apt_install skopeo umoci strace
+apt_install skopeo umoci strace podman buildah
 
-# The docker CLI, for `docker manifest inspect` (no engine is needed). It must
-# be 23.0 or newer: older clients cannot read OCI image manifests (docker/cli
-# #3990), which rules out Debian 12's docker.io (20.10, and a daemon besides).
-# Debian 13's client-only `docker-cli` is what we want; on Debian 12 it comes
-# from trixie, fetched with a throwaway apt source (signed by the Debian
-# archive keyring; the system's sources are not touched). It depends on
-# nothing but libc6 >= 2.34, which bookworm has.
+# The docker engine and its CLI come with the machine (the tests push and pull
+# with the real engine). The CLI must be 23.0 or newer: older clients cannot
+# read OCI image manifests (docker/cli#3990).
 docker_major() { docker --version 2>/dev/null | sed -n 's/^Docker version \([0-9]*\)\..*/\1/p'; }
-
-install_docker_cli() {
-    apt_update
-    if [ -n "$(apt-cache policy docker-cli 2>/dev/null | sed -n 's/^ *Candidate: *//p' | grep -v '(none)')" ]; then
-        apt_install docker-cli
-        return
-    fi
-    say "apt-get install docker-cli (from Debian trixie)"
-    local tmp
-    tmp=$(mktemp -d)
-    chmod 755 "$tmp"
-    mkdir -p "$tmp/lists/partial" "$tmp/archives/partial"
-    echo 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main' \
-        >"$tmp/sources.list"
-    local opts=(
-        -o Dir::Etc::SourceList="$tmp/sources.list" -o Dir::Etc::SourceParts=/dev/null
-        -o Dir::State::Lists="$tmp/lists" -o Dir::Cache::archives="$tmp/archives"
-        -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= -o APT::Sandbox::User=root
-    )
-    "${SUDO[@]}" apt-get "${opts[@]}" update -qq >/dev/null
-    (cd "$tmp" && "${SUDO[@]}" apt-get "${opts[@]}" download -qq docker-cli >/dev/null)
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends "$tmp"/docker-cli_*.deb >/dev/null
-    "${SUDO[@]}" rm -rf "$tmp"
-}
-
 if ! command -v docker >/dev/null; then
-    install_docker_cli
+    echo "error: no docker CLI on PATH; the tests need a Docker Engine and a docker CLI >= 23.0" >&2
+    exit 1
 fi
 major=$(docker_major)
 if [ "${major:-0}" -lt 23 ]; then
     echo "error: $(command -v docker) is $(docker --version); the tests need a docker CLI >= 23.0" >&2
+    exit 1
+fi
+if ! docker info >/dev/null 2>&1; then
+    echo "error: the docker CLI cannot reach a Docker Engine (docker info failed)" >&2
     exit 1
 fi
 
@@ -114,6 +89,21 @@ if ! "$VENV/bin/python" -c 'import oras' >/dev/null 2>&1; then
 fi
 export SKIFF_PYTHON="$VENV/bin/python"
 
+# --- wkg, the wasm package CLI, from crates.io ------------------------------
+# Installed once per machine, outside the clone, like the build cache.
+WKG_VERSION=0.16.1
+for dir in /var/cache/skiff-tools "${XDG_CACHE_HOME:-$HOME/.cache}/skiff-tools"; do
+    if mkdir -p "$dir" 2>/dev/null && [ -w "$dir" ]; then
+        export SKIFF_TOOLS="$dir"
+        break
+    fi
+done
+if ! "$SKIFF_TOOLS/bin/wkg" --version 2>/dev/null | grep -qF "$WKG_VERSION"; then
+    say "cargo install wkg $WKG_VERSION"
+    env -u CARGO_TARGET_DIR -u RUSTFLAGS \
+        cargo install --quiet --locked --root "$SKIFF_TOOLS" --version "$WKG_VERSION" wkg
+fi
+
 # --- Build and test -------------------------------------------------------
 # One build cache per machine, outside the clone, so a fresh clone (CI's)
 # rebuilds only the workspace's own crates, not wasmtime. An explicit
@@ -126,13 +116,27 @@ if [ -z "${CARGO_TARGET_DIR:-}" ]; then
         fi
     done
 fi
-say "cargo build --release -p skiff"
-cargo build --release -p skiff
-say "cargo test --release --workspace"
+# The binary is linked statically (glibc, crt-static), so the one the tests
+# run is the one the container image ships: a FROM scratch image has no libc.
+# With an explicit --target, RUSTFLAGS reach only target code, not build
+# scripts or proc macros.
+HOST_TARGET=$(rustc -vV | sed -n 's/^host: //p')
+export RUSTFLAGS="-C target-feature=+crt-static"
+set -- --target "$HOST_TARGET" "$@"
+say "cargo build --release -p skiff $1 $2"
+cargo build --release -p skiff --target "$HOST_TARGET"
+say "cargo test --release --workspace $*"
 LOG=$(mktemp)
-trap 'rm -f "$LOG"' EXIT
+# Figures the tests measure but do not assert (durations, sizes) gather here.
+export SKIFF_REPORT
+SKIFF_REPORT=$(mktemp)
+trap 'rm -f "$LOG" "$SKIFF_REPORT"' EXIT
 status=0
 cargo test --release --workspace "$@" 2>&1 | tee "$LOG" || status=$?
+if [ -s "$SKIFF_REPORT" ]; then
+    echo "measured in this run:"
+    sed 's/^/  /' "$SKIFF_REPORT"
+fi
 # One closing line for the whole run: cargo's own last line is the summary
 # of whichever test binary ran last (often a crate with no tests).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$LOG"

@@ -280,66 +280,80 @@ fn malformed_requests_are_refused_cleanly() {
     #[rustfmt::skip]
     let cases: Vec<Case> = vec![
         // ---- repository names ----
-        case("uppercase name", "GET", "/v2/Good/tags/list", 400, "NAME_INVALID"),
-        case("name ..", "GET", "/v2/../tags/list", 400, "NAME_INVALID"),
-        case("name a//b", "GET", "/v2/a//b/tags/list", 400, "NAME_INVALID"),
-        case("name with trailing slash", "GET", "/v2/good//tags/list", 400, "NAME_INVALID"),
-        case("name with trailing slash, manifest", "GET", "/v2/good//manifests/v1", 400, "NAME_INVALID"),
-        case("name of 256 chars", "GET", format!("/v2/{long_name}/tags/list"), 400, "NAME_INVALID"),
+        case("uppercase name", "GET", "/v2/Good/tags/list", 404, "NAME_UNKNOWN"),
+        case("name ..", "GET", "/v2/../tags/list", 404, "NAME_UNKNOWN"),
+        case("name a//b", "GET", "/v2/a//b/tags/list", 404, "NAME_UNKNOWN"),
+        case("name with trailing slash", "GET", "/v2/good//tags/list", 404, "NAME_UNKNOWN"),
+        case("name with trailing slash, manifest", "GET", "/v2/good//manifests/v1", 404, "NAME_UNKNOWN"),
+        case("name of 256 chars", "GET", format!("/v2/{long_name}/tags/list"), 404, "NAME_UNKNOWN"),
         case("name of 255 chars is valid, unknown", "GET", format!("/v2/{max_name}/tags/list"), 404, "NAME_UNKNOWN"),
-        case("percent-encoded ..", "GET", "/v2/%2e%2e/tags/list", 400, "NAME_INVALID"),
-        case("percent-encoded ../ in name", "GET", "/v2/good%2f..%2f..%2fx/manifests/v1", 400, "NAME_INVALID"),
-        case("component named blobs", "GET", "/v2/good/blobs/tags/list", 400, "NAME_INVALID"),
+        case("percent-encoded ..", "GET", "/v2/%2e%2e/tags/list", 404, "NAME_UNKNOWN"),
+        case("percent-encoded ../ in name", "GET", "/v2/good%2f..%2f..%2fx/manifests/v1", 404, "NAME_UNKNOWN"),
+        case("component named blobs", "GET", "/v2/good/blobs/tags/list", 404, "NAME_UNKNOWN"),
         case("name is blobs", "PUT", "/v2/blobs/manifests/v1", 400, "NAME_INVALID")
             .manifest(m.clone())
             .then(no_repo("blobs")),
-        case("component named index.json", "GET", "/v2/good/index.json/tags/list", 400, "NAME_INVALID"),
-        case("hidden component", "GET", "/v2/good/.uploads/tags/list", 400, "NAME_INVALID"),
-        case("leading dash", "GET", "/v2/-good/manifests/v1", 400, "NAME_INVALID"),
+        case("component named index.json", "GET", "/v2/good/index.json/tags/list", 404, "NAME_UNKNOWN"),
+        case("hidden component", "GET", "/v2/good/.uploads/tags/list", 404, "NAME_UNKNOWN"),
+        case("leading dash", "GET", "/v2/-good/manifests/v1", 404, "NAME_UNKNOWN"),
         case("uppercase name, upload", "POST", "/v2/Upper/blobs/uploads/", 400, "NAME_INVALID").then(no_repo("Upper")),
-        case("no name", "GET", "/v2/manifests/v1", 400, "NAME_INVALID"),
+        case("no name", "GET", "/v2/manifests/v1", 404, "NAME_UNKNOWN"),
+        // An upload session under an invalid name cannot exist, whatever the method.
+        case("upload status, invalid name", "GET", "/v2/Bad/blobs/uploads/{upload}", 404, "BLOB_UPLOAD_UNKNOWN"),
+        case("PATCH upload, invalid name", "PATCH", "/v2/Bad/blobs/uploads/{upload}", 404, "BLOB_UPLOAD_UNKNOWN")
+            .body(b"data".to_vec())
+            .then(no_repo("Bad")),
+        case("PUT upload, invalid name", "PUT", format!("/v2/Bad/blobs/uploads/{{upload}}?digest={ld}"), 404, "BLOB_UPLOAD_UNKNOWN")
+            .then(no_repo("Bad")),
+        case("DELETE upload, invalid name", "DELETE", "/v2/a//b/blobs/uploads/{upload}", 404, "BLOB_UPLOAD_UNKNOWN"),
+        case("PUT manifest, invalid name", "PUT", "/v2/Bad/manifests/v1", 400, "NAME_INVALID")
+            .manifest(m.clone())
+            .then(no_repo("Bad")),
+        case("PUT manifest by a malformed digest", "PUT", "/v2/good/manifests/sha256:abc", 400, "DIGEST_INVALID")
+            .manifest(m.clone())
+            .then(v1_only),
         // ---- digests: blobs ----
-        case("blob digest not hex", "GET", format!("/v2/good/blobs/sha256:{}", "z".repeat(64)), 400, "DIGEST_INVALID"),
-        case("blob digest too short", "GET", "/v2/good/blobs/sha256:abc", 400, "DIGEST_INVALID"),
-        case("blob digest too long", "GET", format!("/v2/good/blobs/{ld}0"), 400, "DIGEST_INVALID"),
-        case("blob digest uppercase hex", "GET", format!("/v2/good/blobs/sha256:{}", ld_hex.to_uppercase()), 400, "DIGEST_INVALID"),
-        case("blob digest uppercase algorithm", "GET", format!("/v2/good/blobs/SHA256:{ld_hex}"), 400, "DIGEST_INVALID"),
-        case("HEAD blob uppercase hex", "HEAD", format!("/v2/good/blobs/sha256:{}", ld_hex.to_uppercase()), 400, "DIGEST_INVALID"),
-        case("blob digest md5", "GET", format!("/v2/good/blobs/{MD5}"), 400, "DIGEST_INVALID"),
-        case("HEAD blob digest md5", "HEAD", format!("/v2/good/blobs/{MD5}"), 400, "DIGEST_INVALID"),
-        case("blob digest sha512 of sha256 length", "GET", format!("/v2/good/blobs/sha512:{ld_hex}"), 400, "DIGEST_INVALID"),
-        case("blob digest without algorithm", "GET", format!("/v2/good/blobs/{ld_hex}"), 400, "DIGEST_INVALID"),
-        case("blob digest without hex", "GET", "/v2/good/blobs/sha256:", 400, "DIGEST_INVALID"),
-        case("blob digest empty", "GET", "/v2/good/blobs/", 400, "DIGEST_INVALID"),
-        case("DELETE blob uppercase hex", "DELETE", format!("/v2/good/blobs/sha256:{}", ld_hex.to_uppercase()), 400, "DIGEST_INVALID")
+        case("blob digest not hex", "GET", format!("/v2/good/blobs/sha256:{}", "z".repeat(64)), 404, "BLOB_UNKNOWN"),
+        case("blob digest too short", "GET", "/v2/good/blobs/sha256:abc", 404, "BLOB_UNKNOWN"),
+        case("blob digest too long", "GET", format!("/v2/good/blobs/{ld}0"), 404, "BLOB_UNKNOWN"),
+        case("blob digest uppercase hex", "GET", format!("/v2/good/blobs/sha256:{}", ld_hex.to_uppercase()), 404, "BLOB_UNKNOWN"),
+        case("blob digest uppercase algorithm", "GET", format!("/v2/good/blobs/SHA256:{ld_hex}"), 404, "BLOB_UNKNOWN"),
+        case("HEAD blob uppercase hex", "HEAD", format!("/v2/good/blobs/sha256:{}", ld_hex.to_uppercase()), 404, "BLOB_UNKNOWN"),
+        case("blob digest md5", "GET", format!("/v2/good/blobs/{MD5}"), 404, "BLOB_UNKNOWN"),
+        case("HEAD blob digest md5", "HEAD", format!("/v2/good/blobs/{MD5}"), 404, "BLOB_UNKNOWN"),
+        case("blob digest sha512 of sha256 length", "GET", format!("/v2/good/blobs/sha512:{ld_hex}"), 404, "BLOB_UNKNOWN"),
+        case("blob digest without algorithm", "GET", format!("/v2/good/blobs/{ld_hex}"), 404, "BLOB_UNKNOWN"),
+        case("blob digest without hex", "GET", "/v2/good/blobs/sha256:", 404, "BLOB_UNKNOWN"),
+        case("blob digest empty", "GET", "/v2/good/blobs/", 404, "BLOB_UNKNOWN"),
+        case("DELETE blob uppercase hex", "DELETE", format!("/v2/good/blobs/sha256:{}", ld_hex.to_uppercase()), 404, "BLOB_UNKNOWN")
             .then(still_there(ld.clone())),
-        case("DELETE blob md5", "DELETE", format!("/v2/good/blobs/{MD5}"), 400, "DIGEST_INVALID"),
-        case("DELETE blob without algorithm", "DELETE", format!("/v2/good/blobs/{ld_hex}"), 400, "DIGEST_INVALID")
+        case("DELETE blob md5", "DELETE", format!("/v2/good/blobs/{MD5}"), 404, "BLOB_UNKNOWN"),
+        case("DELETE blob without algorithm", "DELETE", format!("/v2/good/blobs/{ld_hex}"), 404, "BLOB_UNKNOWN")
             .then(still_there(ld.clone())),
-        case("DELETE blob empty digest", "DELETE", "/v2/good/blobs/", 400, "DIGEST_INVALID"),
+        case("DELETE blob empty digest", "DELETE", "/v2/good/blobs/", 404, "BLOB_UNKNOWN"),
         case("unknown blob", "GET", format!("/v2/good/blobs/{g}"), 404, "BLOB_UNKNOWN"),
         case("HEAD unknown blob", "HEAD", format!("/v2/good/blobs/{g}"), 404, "BLOB_UNKNOWN"),
         case("blob of unknown repo", "GET", format!("/v2/nosuch/blobs/{ld}"), 404, "BLOB_UNKNOWN"),
         case("DELETE unknown blob", "DELETE", format!("/v2/good/blobs/{g}"), 404, "BLOB_UNKNOWN"),
         // ---- references: manifests ----
-        case("manifest digest not hex", "GET", format!("/v2/good/manifests/sha256:{}", "z".repeat(64)), 400, "DIGEST_INVALID"),
-        case("manifest digest uppercase hex", "GET", format!("/v2/good/manifests/sha256:{}", md_hex.to_uppercase()), 400, "DIGEST_INVALID"),
-        case("HEAD manifest digest too short", "HEAD", "/v2/good/manifests/sha256:abc", 400, "DIGEST_INVALID"),
-        case("manifest digest md5", "GET", format!("/v2/good/manifests/{MD5}"), 400, "DIGEST_INVALID"),
-        case("manifest digest without hex", "GET", "/v2/good/manifests/sha256:", 400, "DIGEST_INVALID"),
+        case("manifest digest not hex", "GET", format!("/v2/good/manifests/sha256:{}", "z".repeat(64)), 404, "MANIFEST_UNKNOWN"),
+        case("manifest digest uppercase hex", "GET", format!("/v2/good/manifests/sha256:{}", md_hex.to_uppercase()), 404, "MANIFEST_UNKNOWN"),
+        case("HEAD manifest digest too short", "HEAD", "/v2/good/manifests/sha256:abc", 404, "MANIFEST_UNKNOWN"),
+        case("manifest digest md5", "GET", format!("/v2/good/manifests/{MD5}"), 404, "MANIFEST_UNKNOWN"),
+        case("manifest digest without hex", "GET", "/v2/good/manifests/sha256:", 404, "MANIFEST_UNKNOWN"),
         // Without an algorithm, 64 hex characters are a well-formed tag.
         case("manifest digest without algorithm is a tag", "GET", format!("/v2/good/manifests/{md_hex}"), 404, "MANIFEST_UNKNOWN"),
-        case("DELETE manifest bad digest", "DELETE", "/v2/good/manifests/sha256:abc", 400, "DIGEST_INVALID").then(v1_only),
-        case("tag of 129 chars", "GET", format!("/v2/good/manifests/{}", "t".repeat(129)), 400, "MANIFEST_INVALID"),
-        case("tag starting with .", "GET", "/v2/good/manifests/.v1", 400, "MANIFEST_INVALID"),
-        case("empty reference", "GET", "/v2/good/manifests/", 400, "MANIFEST_INVALID"),
+        case("DELETE manifest bad digest", "DELETE", "/v2/good/manifests/sha256:abc", 404, "MANIFEST_UNKNOWN").then(v1_only),
+        case("tag of 129 chars", "GET", format!("/v2/good/manifests/{}", "t".repeat(129)), 404, "MANIFEST_UNKNOWN"),
+        case("tag starting with .", "GET", "/v2/good/manifests/.v1", 404, "MANIFEST_UNKNOWN"),
+        case("empty reference", "GET", "/v2/good/manifests/", 404, "MANIFEST_UNKNOWN"),
         case("PUT tag of 129 chars", "PUT", format!("/v2/good/manifests/{}", "t".repeat(129)), 400, "MANIFEST_INVALID")
             .manifest(m.clone())
             .then(v1_only),
         case("PUT tag starting with .", "PUT", "/v2/good/manifests/.hidden", 400, "MANIFEST_INVALID")
             .manifest(m.clone())
             .then(v1_only),
-        case("DELETE tag starting with -", "DELETE", "/v2/good/manifests/-v1", 400, "MANIFEST_INVALID").then(v1_only),
+        case("DELETE tag starting with -", "DELETE", "/v2/good/manifests/-v1", 404, "MANIFEST_UNKNOWN").then(v1_only),
         case("unknown tag", "GET", "/v2/good/manifests/nosuchtag", 404, "MANIFEST_UNKNOWN"),
         case("HEAD unknown tag", "HEAD", "/v2/good/manifests/nosuchtag", 404, "MANIFEST_UNKNOWN"),
         case("manifest of unknown repo", "GET", "/v2/nosuch/manifests/v1", 404, "MANIFEST_UNKNOWN"),
@@ -528,18 +542,18 @@ fn malformed_requests_are_refused_cleanly() {
         case("tags list with no name", "GET", "/v2/tags/list", 404, "NOT_FOUND"),
         case("unknown endpoint", "GET", "/v2/good/layers/x", 404, "NOT_FOUND"),
         // ---- traversal ----
-        case("traversal in name, manifest", "GET", "/v2/../../etc/passwd/manifests/x", 400, "NAME_INVALID"),
+        case("traversal in name, manifest", "GET", "/v2/../../etc/passwd/manifests/x", 404, "NAME_UNKNOWN"),
         case("traversal in digest", "GET", "/v2/good/blobs/sha256:../../x", 404, "NOT_FOUND"),
-        case("traversal in digest, one segment", "GET", "/v2/good/blobs/sha256:..%2f..%2fx", 400, "DIGEST_INVALID"),
-        case("traversal in name, tags", "GET", "/v2/good/../bar/tags/list", 400, "NAME_INVALID"),
+        case("traversal in digest, one segment", "GET", "/v2/good/blobs/sha256:..%2f..%2fx", 404, "BLOB_UNKNOWN"),
+        case("traversal in name, tags", "GET", "/v2/good/../bar/tags/list", 404, "NAME_UNKNOWN"),
         case("traversal after uploads", "GET", "/v2/good/blobs/uploads/../../../x", 404, "NOT_FOUND"),
         case("traversal into index.json", "GET", "/v2/good/blobs/uploads/../../index.json", 404, "NOT_FOUND"),
-        case("traversal as a tag", "GET", "/v2/good/manifests/..", 400, "MANIFEST_INVALID"),
+        case("traversal as a tag", "GET", "/v2/good/manifests/..", 404, "MANIFEST_UNKNOWN"),
         case("traversal as a PUT tag", "PUT", "/v2/good/manifests/..%2f..%2findex.json", 400, "MANIFEST_INVALID")
             .manifest(m.clone())
             .then(v1_only),
         case("traversal in name, upload", "POST", "/v2/good/../../x/blobs/uploads/", 400, "NAME_INVALID"),
-        case("absolute name", "GET", "/v2//etc/tags/list", 400, "NAME_INVALID"),
+        case("absolute name", "GET", "/v2//etc/tags/list", 404, "NAME_UNKNOWN"),
         // ---- unknown things ----
         case("tags of unknown repo", "GET", "/v2/nosuch/tags/list", 404, "NAME_UNKNOWN"),
         case("tags of unknown nested repo", "GET", "/v2/good/nosuch/tags/list", 404, "NAME_UNKNOWN"),

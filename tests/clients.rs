@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Instant;
 
 const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -30,60 +30,6 @@ const COPY_UP: [&str; 4] = [
     "--preserve-digests",
     "--dest-tls-verify=false",
 ];
-
-fn workspace() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
-
-// ---------------------------------------------------------------------------
-// Running clients
-
-/// Run a client to completion; a client that is not installed fails the test.
-fn output(cmd: &mut Command) -> Output {
-    let program = cmd.get_program().to_string_lossy().to_string();
-    match cmd.output() {
-        Ok(o) => o,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "{program} is not installed (scripts/test.sh installs every client the tests use)"
-        ),
-        Err(e) => panic!("running {program}: {e}"),
-    }
-}
-
-fn describe(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().to_string();
-    for a in cmd.get_args() {
-        s.push(' ');
-        s.push_str(&a.to_string_lossy());
-    }
-    s
-}
-
-/// Run a client that must succeed; returns its stdout.
-fn run(cmd: &mut Command) -> String {
-    let o = output(cmd);
-    assert!(
-        o.status.success(),
-        "`{}` failed ({}):\nstdout: {}\nstderr: {}",
-        describe(cmd),
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
-
-/// Run a client that must fail; returns its stderr.
-fn run_failing(cmd: &mut Command) -> String {
-    let o = output(cmd);
-    assert!(
-        !o.status.success(),
-        "`{}` succeeded but should have failed:\n{}",
-        describe(cmd),
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
 
 /// skopeo with no signature policy to consult and its temporary files in `tmp`.
 fn skopeo(tmp: &Path) -> Command {
@@ -326,7 +272,9 @@ fn skopeo_round_trips_multi_arch_index_and_one_gib_layer() {
         .arg(format!("docker://{host}/lib/big:v1"))
         .arg(out_ref("big")));
     let down = t.elapsed();
-    eprintln!("skopeo: 1 GiB image copied up in {up:.1?}, down in {down:.1?}");
+    report(&format!(
+        "skopeo: 1 GiB image copied up in {up:.1?}, down in {down:.1?}"
+    ));
 
     // Same index, manifests and blobs, byte for byte.
     assert_eq!(layout_tags(&out), layout_tags(&src));

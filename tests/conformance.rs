@@ -1025,6 +1025,42 @@ fn push_manifest_errors() {
     assert_layout(&reg, repo, &["ok"]);
 }
 
+/// References that are neither a tag nor a digest name nothing that can
+/// exist: reads and deletes of them are 404 MANIFEST_UNKNOWN, as the OCI
+/// conformance suite and CNCF distribution answer; a PUT of one is refused
+/// with 400, and nothing is stored.
+#[test]
+fn invalid_manifest_references() {
+    let reg = Registry::start();
+    let repo = "refs/invalid";
+    let (m, _) = reg.push_image(repo, "v1", "the only image");
+    let too_long = "t".repeat(129);
+    for reference in [
+        ".INVALID_MANIFEST_NAME",
+        "-leading-dash",
+        too_long.as_str(),
+        "sha256:tooshort",
+        "md5:d41d8cd98f00b204e9800998ecf8427e",
+    ] {
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let g = reg.get(&path);
+        assert_error(&g, 404, "MANIFEST_UNKNOWN");
+        assert_eq!(reg.head(&path).status, 404, "HEAD {path}");
+        let d = reg.req("DELETE", &path).send();
+        assert_error(&d, 404, "MANIFEST_UNKNOWN");
+        let p = reg.put_manifest(repo, reference, OCI_MANIFEST, &m);
+        assert_eq!(p.status, 400, "PUT {path}: {}", p.text());
+        let code = p.error_code();
+        assert!(
+            code == "MANIFEST_INVALID" || code == "DIGEST_INVALID",
+            "PUT {path}: {code}"
+        );
+    }
+    // Nothing was added or removed.
+    assert_layout(&reg, repo, &["v1"]);
+    assert_manifest(&reg, repo, "v1", OCI_MANIFEST, &m);
+}
+
 // ---------------------------------------------------------------- content discovery
 
 #[test]

@@ -216,7 +216,9 @@ fn dedupe_on_stores_a_shared_layer_once() {
         );
     }
     let (walked, du) = (allocated(&root), du(&root));
-    eprintln!("dedupe on: 10 × 64 MiB pushed, {walked} bytes allocated (du: {du})");
+    report(&format!(
+        "dedupe on: 10 × 64 MiB pushed, {walked} bytes allocated (du: {du})"
+    ));
     let limit = 64 * MIB * 12 / 10;
     assert!(
         walked < limit,
@@ -276,7 +278,9 @@ fn dedupe_off_keeps_a_copy_per_repository() {
         .collect();
     assert_eq!(inodes.len(), 10, "copies share files with dedupe off");
     let (walked, du) = (allocated(&root), du(&root));
-    eprintln!("dedupe off: 10 × 64 MiB pushed, {walked} bytes allocated (du: {du})");
+    report(&format!(
+        "dedupe off: 10 × 64 MiB pushed, {walked} bytes allocated (du: {du})"
+    ));
     assert!(walked > 9 * 64 * MIB, "only {walked} bytes for ten copies");
     assert!(du > 9 * 64 * MIB, "du says only {du} bytes for ten copies");
 

@@ -7,7 +7,7 @@
 //! from starting (see [`refuse_unsupported`]).
 
 use anyhow::{bail, Context, Result};
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -243,119 +243,111 @@ impl Config {
         Config::parse(&text).with_context(|| format!("in {}", path.display()))
     }
 
+    /// The configuration in `text`, or every error in it at once.
     pub fn parse(text: &str) -> Result<Config> {
+        let checked = Config::check(text)?;
+        match checked.errors.as_slice() {
+            [] => Ok(checked.config),
+            [one] => bail!("{one}"),
+            many => bail!(
+                "{} errors:\n  {}",
+                many.len(),
+                many.iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n  ")
+            ),
+        }
+    }
+
+    /// Read `text` as far as it goes: the settings it gives (each key that
+    /// is wrong left at its default) and every error, so an operator sees
+    /// them all at once. `Err` only when it is not a JSON object at all.
+    pub fn check(text: &str) -> Result<Checked> {
         let root: Value = serde_json::from_str(text).context("the file is not valid JSON")?;
         let Value::Object(root) = root else {
             bail!("the configuration must be a JSON object");
         };
-        refuse_unsupported(&root)?;
-        let mut cfg = Config::default();
-        collect_unknown(&root, "", &mut cfg.unknown_keys);
+        let mut p = Parse {
+            root: &root,
+            cfg: Config::default(),
+            errors: Vec::new(),
+        };
+        collect_unknown(&root, "", &mut p.cfg.unknown_keys);
+        let steps: [fn(&mut Parse) -> Result<()>; 10] = [
+            |p| refuse_unsupported(p.root),
+            |p| p.http_address(),
+            |p| p.http_port(),
+            |p| p.http_limits(),
+            |p| p.http_timeouts(),
+            |p| p.storage(),
+            |p| check_roots_apart(&p.cfg),
+            |p| p.max_blob_size(),
+            |p| p.scrub(),
+            |p| p.log_level(),
+        ];
+        for step in steps {
+            if let Err(e) = step(&mut p) {
+                p.errors.push(e);
+            }
+        }
+        Ok(Checked {
+            config: p.cfg,
+            errors: p.errors,
+        })
+    }
 
-        if let Some(v) = lookup(&root, "http.address") {
-            let s = v.as_str().context("http.address: expected a string")?;
-            cfg.http.address = s
-                .parse()
-                .with_context(|| format!("http.address: {s:?} is not an IP address"))?;
+    /// What an operator should know before serving with these settings.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .unknown_keys
+            .iter()
+            .map(|k| format!("{k}: unknown key, ignored"))
+            .collect();
+        if !self.http.address.is_loopback() {
+            out.push(format!(
+                "http.address: {} is reachable from other machines, and skiff has no \
+                 authentication yet: anyone who reaches it can push and delete",
+                self.http.address
+            ));
         }
-        if let Some(v) = lookup(&root, "http.port") {
-            cfg.http.port = parse_port(v)?;
+        out
+    }
+
+    /// The settings in effect, defaults included, in zot's key names: what
+    /// `skiff verify` prints. Read back as a config file, it means the same.
+    pub fn effective(&self) -> Value {
+        let h = &self.http;
+        let mut storage = store_json(&self.storage);
+        if let Some(n) = self.max_blob_size {
+            storage["maxBlobSize"] = n.into();
         }
-        if let Some(v) = lookup(&root, "http.maxConnections") {
-            cfg.http.max_connections = parse_count(v, "http.maxConnections", 1, 1 << 20)?;
+        if !self.sub_paths.is_empty() {
+            let subs: Map<String, Value> = self
+                .sub_paths
+                .iter()
+                .map(|s| (format!("/{}", s.prefix), store_json(&s.store)))
+                .collect();
+            storage["subPaths"] = subs.into();
         }
-        if let Some(v) = lookup(&root, "http.maxRequestsInFlight") {
-            // Two at least: a quarter of the slots (one of two) is kept for
-            // requests without a streamed body.
-            cfg.http.max_requests_in_flight = parse_count(
-                v,
-                "http.maxRequestsInFlight",
-                2,
-                Http::MAX_REQUESTS_IN_FLIGHT,
-            )?;
+        let mut cfg = json!({
+            "http": {
+                "address": h.address.to_string(),
+                "port": h.port,
+                "maxConnections": h.max_connections,
+                "maxRequestsInFlight": h.max_requests_in_flight,
+                "headerTimeout": duration_text(h.header_timeout),
+                "bodyTimeout": duration_text(h.body_timeout),
+                "requestCpuBudget": duration_text(h.request_cpu_budget),
+                "shutdownTimeout": duration_text(h.shutdown_timeout),
+            },
+            "storage": storage,
+            "log": {"level": self.log_level},
+        });
+        if let Some(i) = self.scrub_interval {
+            cfg["extensions"] = json!({"scrub": {"enable": true, "interval": duration_text(i)}});
         }
-        for (key, slot) in [
-            ("http.headerTimeout", &mut cfg.http.header_timeout),
-            ("http.bodyTimeout", &mut cfg.http.body_timeout),
-            ("http.requestCpuBudget", &mut cfg.http.request_cpu_budget),
-        ] {
-            if let Some(v) = lookup(&root, key) {
-                *slot = parse_duration(v, key)?;
-                if slot.is_zero() {
-                    bail!("{key}: must be more than zero");
-                }
-            }
-        }
-        if let Some(v) = lookup(&root, "http.shutdownTimeout") {
-            // Zero is allowed: no drain, bodies in flight are cut off at once.
-            cfg.http.shutdown_timeout = parse_duration(v, "http.shutdownTimeout")?;
-        }
-        if let Some(Value::Object(storage)) = root.get("storage") {
-            cfg.storage = parse_store(storage, "storage", &cfg.storage)?;
-            if let Some(name) = lookup(&root, "storage.cacheDriver.name") {
-                let n = name.as_str().unwrap_or_default();
-                // zot's embedded cache is boltdb; skiff's is redb, in the same place.
-                if !["redb", "boltdb"].contains(&n) {
-                    bail!("storage.cacheDriver.name: {name} is not supported (use \"redb\")");
-                }
-            }
-            if let Some(subs) = storage.get("subPaths") {
-                let subs = subs
-                    .as_object()
-                    .context("storage.subPaths: expected an object of subpath settings")?;
-                for (path, v) in subs {
-                    let key = format!("storage.subPaths.{path}");
-                    let prefix = path.trim_start_matches('/');
-                    let valid = !prefix.is_empty()
-                        && !prefix.contains('/')
-                        && prefix.parse::<skiff_core::RepoName>().is_ok();
-                    if !valid {
-                        bail!("{key}: a subpath is one repository path component, like \"/team\"");
-                    }
-                    let obj = v
-                        .as_object()
-                        .with_context(|| format!("{key}: expected an object"))?;
-                    if !obj.contains_key("rootDirectory") {
-                        bail!("{key}.rootDirectory: required");
-                    }
-                    // A subpath inherits the default store's settings it does not set.
-                    let store = parse_store(obj, &key, &cfg.storage)?;
-                    if cfg.sub_paths.iter().any(|s| s.prefix == prefix) {
-                        bail!("{key}: subpath given twice");
-                    }
-                    cfg.sub_paths.push(SubPath {
-                        prefix: prefix.to_string(),
-                        store,
-                    });
-                }
-            }
-        }
-        check_roots_apart(&cfg)?;
-        if let Some(v) = lookup(&root, "storage.maxBlobSize") {
-            cfg.max_blob_size = Some(parse_size(v, "storage.maxBlobSize")?);
-        }
-        if let Some(v) = lookup(&root, "extensions.scrub") {
-            let enable = match v.get("enable") {
-                None => true,
-                Some(b) => b
-                    .as_bool()
-                    .context("extensions.scrub.enable: expected true or false")?,
-            };
-            let interval = match v.get("interval") {
-                None => Duration::from_secs(24 * 3600),
-                Some(i) => parse_duration(i, "extensions.scrub.interval")?,
-            };
-            cfg.scrub_interval = enable.then_some(interval);
-        }
-        if let Some(v) = lookup(&root, "log.level") {
-            let s = v.as_str().context("log.level: expected a string")?;
-            let level = s.to_ascii_lowercase();
-            if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
-                bail!("log.level: {s:?} is not one of error, warn, info, debug, trace");
-            }
-            cfg.log_level = level;
-        }
-        Ok(cfg)
+        cfg
     }
 
     /// Every store: the default one first, then the subpaths.
@@ -365,6 +357,182 @@ impl Config {
                 .iter()
                 .map(|s| (Some(s.prefix.as_str()), &s.store)),
         )
+    }
+}
+
+/// A configuration read as far as it goes: see [`Config::check`].
+pub struct Checked {
+    pub config: Config,
+    pub errors: Vec<anyhow::Error>,
+}
+
+/// The state of one [`Config::check`]: each step reads one key (or one
+/// group of keys that only make sense together) and fails on its own.
+struct Parse<'a> {
+    root: &'a Map<String, Value>,
+    cfg: Config,
+    errors: Vec<anyhow::Error>,
+}
+
+impl Parse<'_> {
+    fn get(&self, key: &str) -> Option<&Value> {
+        lookup(self.root, key)
+    }
+
+    fn http_address(&mut self) -> Result<()> {
+        if let Some(v) = self.get("http.address") {
+            let s = v.as_str().context("http.address: expected a string")?;
+            self.cfg.http.address = s
+                .parse()
+                .with_context(|| format!("http.address: {s:?} is not an IP address"))?;
+        }
+        Ok(())
+    }
+
+    fn http_port(&mut self) -> Result<()> {
+        if let Some(v) = self.get("http.port") {
+            self.cfg.http.port = parse_port(v)?;
+        }
+        Ok(())
+    }
+
+    fn http_limits(&mut self) -> Result<()> {
+        if let Some(v) = self.get("http.maxConnections") {
+            match parse_count(v, "http.maxConnections", 1, 1 << 20) {
+                Ok(n) => self.cfg.http.max_connections = n,
+                Err(e) => self.errors.push(e),
+            }
+        }
+        if let Some(v) = self.get("http.maxRequestsInFlight") {
+            // Two at least: a quarter of the slots (one of two) is kept for
+            // requests without a streamed body.
+            self.cfg.http.max_requests_in_flight = parse_count(
+                v,
+                "http.maxRequestsInFlight",
+                2,
+                Http::MAX_REQUESTS_IN_FLIGHT,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn http_timeouts(&mut self) -> Result<()> {
+        let root = self.root;
+        let http = &mut self.cfg.http;
+        for (key, slot) in [
+            ("http.headerTimeout", &mut http.header_timeout),
+            ("http.bodyTimeout", &mut http.body_timeout),
+            ("http.requestCpuBudget", &mut http.request_cpu_budget),
+        ] {
+            if let Some(v) = lookup(root, key) {
+                match parse_duration(v, key) {
+                    Ok(d) if d.is_zero() => self
+                        .errors
+                        .push(anyhow::anyhow!("{key}: must be more than zero")),
+                    Ok(d) => *slot = d,
+                    Err(e) => self.errors.push(e),
+                }
+            }
+        }
+        if let Some(v) = lookup(root, "http.shutdownTimeout") {
+            // Zero is allowed: no drain, bodies in flight are cut off at once.
+            http.shutdown_timeout = parse_duration(v, "http.shutdownTimeout")?;
+        }
+        Ok(())
+    }
+
+    fn storage(&mut self) -> Result<()> {
+        let Some(Value::Object(storage)) = self.root.get("storage") else {
+            return Ok(());
+        };
+        match parse_store(storage, "storage", &self.cfg.storage) {
+            Ok(s) => self.cfg.storage = s,
+            Err(e) => self.errors.push(e),
+        }
+        if let Some(name) = self.get("storage.cacheDriver.name") {
+            let n = name.as_str().unwrap_or_default();
+            // zot's embedded cache is boltdb; skiff's is redb, in the same place.
+            if !["redb", "boltdb"].contains(&n) {
+                self.errors.push(anyhow::anyhow!(
+                    "storage.cacheDriver.name: {name} is not supported (use \"redb\")"
+                ));
+            }
+        }
+        let Some(subs) = storage.get("subPaths") else {
+            return Ok(());
+        };
+        let subs = subs
+            .as_object()
+            .context("storage.subPaths: expected an object of subpath settings")?;
+        for (path, v) in subs {
+            let key = format!("storage.subPaths.{path}");
+            match self.sub_path(&key, path, v) {
+                Ok(sub) => self.cfg.sub_paths.push(sub),
+                Err(e) => self.errors.push(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn sub_path(&self, key: &str, path: &str, v: &Value) -> Result<SubPath> {
+        let prefix = path.trim_start_matches('/');
+        let valid = !prefix.is_empty()
+            && !prefix.contains('/')
+            && prefix.parse::<skiff_core::RepoName>().is_ok();
+        if !valid {
+            bail!("{key}: a subpath is one repository path component, like \"/team\"");
+        }
+        let obj = v
+            .as_object()
+            .with_context(|| format!("{key}: expected an object"))?;
+        if !obj.contains_key("rootDirectory") {
+            bail!("{key}.rootDirectory: required");
+        }
+        if self.cfg.sub_paths.iter().any(|s| s.prefix == prefix) {
+            bail!("{key}: subpath given twice");
+        }
+        // A subpath inherits the default store's settings it does not set.
+        Ok(SubPath {
+            prefix: prefix.to_string(),
+            store: parse_store(obj, key, &self.cfg.storage)?,
+        })
+    }
+
+    fn max_blob_size(&mut self) -> Result<()> {
+        if let Some(v) = self.get("storage.maxBlobSize") {
+            self.cfg.max_blob_size = Some(parse_size(v, "storage.maxBlobSize")?);
+        }
+        Ok(())
+    }
+
+    fn scrub(&mut self) -> Result<()> {
+        let Some(v) = self.get("extensions.scrub") else {
+            return Ok(());
+        };
+        let enable = match v.get("enable") {
+            None => true,
+            Some(b) => b
+                .as_bool()
+                .context("extensions.scrub.enable: expected true or false")?,
+        };
+        let interval = match v.get("interval") {
+            None => Duration::from_secs(24 * 3600),
+            Some(i) => parse_duration(i, "extensions.scrub.interval")?,
+        };
+        self.cfg.scrub_interval = enable.then_some(interval);
+        Ok(())
+    }
+
+    fn log_level(&mut self) -> Result<()> {
+        if let Some(v) = self.get("log.level") {
+            let s = v.as_str().context("log.level: expected a string")?;
+            let level = s.to_ascii_lowercase();
+            if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
+                bail!("log.level: {s:?} is not one of error, warn, info, debug, trace");
+            }
+            self.cfg.log_level = level;
+        }
+        Ok(())
     }
 }
 
@@ -425,6 +593,83 @@ fn parse_store(obj: &Map<String, Value>, at: &str, base: &StoreConfig) -> Result
         }
     }
     Ok(s)
+}
+
+fn store_json(s: &StoreConfig) -> Value {
+    let policies: Vec<Value> = s
+        .retention
+        .iter()
+        .map(|p| {
+            let mut v = json!({
+                "repositories": p.repositories,
+                "deleteUntagged": p.delete_untagged,
+                "deleteReferrers": p.delete_referrers,
+            });
+            if let Some(rules) = &p.keep_tags {
+                let rules: Vec<Value> = rules.iter().map(keep_tags_json).collect();
+                v["keepTags"] = rules.into();
+            }
+            v
+        })
+        .collect();
+    json!({
+        "rootDirectory": s.root_directory,
+        "dedupe": s.dedupe,
+        "commit": s.commit,
+        "gc": s.gc,
+        "gcDelay": duration_text(s.gc_delay),
+        "gcInterval": duration_text(s.gc_interval),
+        "retention": {
+            "dryRun": s.retention_dry_run,
+            "delay": duration_text(s.retention_delay),
+            "policies": policies,
+        },
+    })
+}
+
+fn keep_tags_json(k: &KeepTags) -> Value {
+    let mut v = json!({"patterns": k.patterns});
+    let counts = [
+        ("mostRecentlyPushedCount", k.most_recently_pushed_count),
+        ("mostRecentlyPulledCount", k.most_recently_pulled_count),
+    ];
+    for (key, n) in counts {
+        if let Some(n) = n {
+            v[key] = n.into();
+        }
+    }
+    for (key, d) in [
+        ("pulledWithin", k.pulled_within),
+        ("pushedWithin", k.pushed_within),
+    ] {
+        if let Some(d) = d {
+            v[key] = duration_text(d).into();
+        }
+    }
+    v
+}
+
+/// A duration as [`parse_duration`] reads it, in the largest whole units:
+/// "24h", "1h30m", "90s", "1500ms".
+pub fn duration_text(d: Duration) -> String {
+    if d.is_zero() {
+        return "0".into();
+    }
+    if d.subsec_nanos() != 0 {
+        return match d.subsec_nanos() % 1_000_000 {
+            0 => format!("{}ms", d.as_millis()),
+            _ => format!("{}ns", d.as_nanos()),
+        };
+    }
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let mut out = String::new();
+    for (n, unit) in [(h, "h"), (m, "m"), (s, "s")] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    out
 }
 
 /// No store's root may lie inside another's (or be the same): the outer
@@ -834,6 +1079,60 @@ mod tests {
         assert_eq!(c.scrub_interval, Some(Duration::from_secs(12 * 3600)));
         assert_eq!(c.log_level, "debug");
         assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+    }
+
+    #[test]
+    fn duration_text_reads_back_as_the_same_duration() {
+        for (d, text) in [
+            (Duration::ZERO, "0"),
+            (Duration::from_secs(24 * 3600), "24h"),
+            (Duration::from_secs(5400), "1h30m"),
+            (Duration::from_secs(3661), "1h1m1s"),
+            (Duration::from_secs(90), "1m30s"),
+            (Duration::from_millis(1500), "1500ms"),
+            (Duration::from_nanos(1_000_001), "1000001ns"),
+        ] {
+            assert_eq!(duration_text(d), text);
+            assert_eq!(parse_duration(&Value::from(text), "k").unwrap(), d);
+        }
+    }
+
+    #[test]
+    fn check_collects_every_error_and_keeps_the_good_settings() {
+        let c = Config::check(
+            r#"{"http":{"port":"x","address":"10.0.0.1","headerTimeout":"0s","bodyTimeout":"5s"},
+                "storage":{"rootDirectory":"/tmp/q","gcInterval":"0s",
+                  "subPaths":{"/ok":{"rootDirectory":"/tmp/ok"},"bad/one":{"rootDirectory":"/tmp/b"}}},
+                "log":{"level":"loud"}}"#,
+        )
+        .unwrap();
+        let errors: Vec<String> = c.errors.iter().map(|e| e.to_string()).collect();
+        let keys: Vec<&str> = errors
+            .iter()
+            .map(|e| e.split(": ").next().unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "http.port",
+                "http.headerTimeout",
+                "storage.gcInterval",
+                "storage.subPaths.bad/one",
+                "log.level"
+            ],
+            "{errors:?}"
+        );
+        // The keys that were right took effect.
+        assert_eq!(c.config.http.address.to_string(), "10.0.0.1");
+        assert_eq!(c.config.http.body_timeout, Duration::from_secs(5));
+        assert_eq!(c.config.sub_paths.len(), 1);
+        assert!(c
+            .config
+            .warnings()
+            .iter()
+            .any(|w| w.starts_with("http.address: 10.0.0.1")));
+        let err = Config::parse(&c.config.effective().to_string());
+        assert!(err.is_ok(), "{err:?}");
     }
 
     #[test]

@@ -36,8 +36,17 @@ enum Command {
         /// A JSON config file with zot's key names.
         config: Option<PathBuf>,
     },
-    /// Check a config file and print what it means, then exit.
+    /// Check a config file: print every error and warning in it (stderr) and,
+    /// when it has no errors, the settings in effect as JSON (stdout). Exits
+    /// 1 on errors.
     Verify { config: PathBuf },
+    /// Ask a running skiff whether it serves (GET /v2/ answers 200); exit 0 if
+    /// so, 1 if not. For container health checks: a scratch image has no curl.
+    Healthcheck {
+        /// Where skiff listens.
+        #[arg(default_value = "127.0.0.1:5000")]
+        address: String,
+    },
     /// Collect garbage in every repository once, in the foreground, and print what went.
     Gc { config: Option<PathBuf> },
     /// Re-hash every stored blob and check what manifests reach is there; exit
@@ -57,8 +66,8 @@ fn main() -> Result<()> {
         Command::Serve { config } => {
             let cfg = config::Config::load(config.as_deref())?;
             init_logging(&cfg.log_level);
-            for k in &cfg.unknown_keys {
-                tracing::warn!(key = %k, "unknown configuration key ignored");
+            for w in cfg.warnings() {
+                tracing::warn!("{w}");
             }
             let runtime = tokio_runtime()?;
             let stopped = runtime.block_on(server::serve(cfg));
@@ -86,14 +95,87 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Command::Verify { config } => {
-            let cfg = config::Config::load(Some(&config))?;
-            for k in &cfg.unknown_keys {
-                println!("warning: unknown key {k}");
+        Command::Verify { config } => verify(&config),
+        Command::Healthcheck { address } => {
+            if let Err(e) = healthcheck(&address) {
+                eprintln!("skiff at {address} is not healthy: {e:#}");
+                std::process::exit(1);
             }
-            println!("{cfg:#?}");
             Ok(())
         }
+    }
+}
+
+/// `skiff verify`: all errors and warnings at once, then the effective
+/// settings, so what an operator reads is what skiff will do.
+fn verify(path: &std::path::Path) -> Result<()> {
+    use anyhow::Context;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let checked = match config::Config::check(&text) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            eprintln!("{}: not a configuration", path.display());
+            std::process::exit(1);
+        }
+    };
+    let warnings = checked.config.warnings();
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    for e in &checked.errors {
+        eprintln!("error: {e:#}");
+    }
+    let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    let summary = format!(
+        "{}: {}, {}",
+        path.display(),
+        count(checked.errors.len(), "error"),
+        count(warnings.len(), "warning")
+    );
+    if !checked.errors.is_empty() {
+        eprintln!("{summary}");
+        std::process::exit(1);
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&checked.config.effective())?
+    );
+    eprintln!("{summary}");
+    Ok(())
+}
+
+/// One `GET /v2/` over plain HTTP/1.1 with a short deadline.
+fn healthcheck(address: &str) -> Result<()> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    const DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+    let addr = address
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{address} resolves to no address"))?;
+    let mut conn = std::net::TcpStream::connect_timeout(&addr, DEADLINE)?;
+    conn.set_read_timeout(Some(DEADLINE))?;
+    conn.set_write_timeout(Some(DEADLINE))?;
+    write!(
+        conn,
+        "GET /v2/ HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )?;
+    // The status line is all that is needed; read at most a little.
+    let mut head = [0u8; 64];
+    let mut n = 0;
+    while n < 12 {
+        match conn.read(&mut head[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    let line = String::from_utf8_lossy(&head[..n]);
+    match line.split(' ').nth(1) {
+        Some("200") => Ok(()),
+        Some(code) => anyhow::bail!("GET /v2/ answered {code}"),
+        None => anyhow::bail!("not an HTTP answer: {line:?}"),
     }
 }
 

@@ -2,6 +2,13 @@
 //! and a fresh data directory, and talks to it over plain HTTP/1.1.
 #![allow(dead_code)]
 
+mod client;
+mod engine;
+#[allow(unused_imports)]
+pub use client::*;
+#[allow(unused_imports)]
+pub use engine::*;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -14,7 +21,8 @@ pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 /// A running registry; stopped (and its data removed) on drop.
 pub struct Registry {
-    child: Child,
+    /// `None` for a registry this harness did not start ([`Registry::attach`]).
+    child: Option<Child>,
     pub port: u16,
     pub data: tempfile::TempDir,
 }
@@ -68,7 +76,32 @@ impl Registry {
             .next()
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("skiff did not print its address: {line:?}"));
-        Registry { child, port, data }
+        Registry {
+            child: Some(child),
+            port,
+            data,
+        }
+    }
+
+    /// A registry already serving at `host` (`127.0.0.1:PORT`), started by
+    /// something else (a container): requests only, no process to control.
+    pub fn attach(host: &str) -> Registry {
+        let port = host
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {host:?}"));
+        Registry {
+            child: None,
+            port,
+            data: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn process(&mut self) -> &mut Child {
+        self.child
+            .as_mut()
+            .expect("an attached registry has no process here")
     }
 
     pub fn root(&self) -> PathBuf {
@@ -118,23 +151,27 @@ impl Registry {
 
     /// Stop the server and keep its data (the directory goes on drop).
     pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let child = self.process();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// The server's process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child
+            .as_ref()
+            .expect("an attached registry has no process here")
+            .id()
     }
 
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        matches!(self.process().try_wait(), Ok(None))
     }
 
     /// Send `signal` (`libc::SIGTERM`, …) to the server process.
     pub fn signal(&self, signal: i32) {
-        let pid = i32::try_from(self.child.id()).expect("a pid fits an i32");
+        let pid = i32::try_from(self.pid()).expect("a pid fits an i32");
         // SAFETY: kill(2) has no memory-safety preconditions; the pid is our
         // own child's, which stays reserved until it is waited for.
         let r = unsafe { libc::kill(pid, signal) };
@@ -151,7 +188,7 @@ impl Registry {
     pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
         let started = Instant::now();
         loop {
-            if let Some(status) = self.child.try_wait().expect("waiting for skiff") {
+            if let Some(status) = self.process().try_wait().expect("waiting for skiff") {
                 return Some(status);
             }
             if started.elapsed() > limit {
@@ -260,8 +297,10 @@ impl Registry {
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

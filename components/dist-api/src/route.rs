@@ -29,23 +29,61 @@ fn not_allowed(method: &str) -> RegistryError {
     )
 }
 
-fn name(segments: &[&str]) -> Result<RepoName, RegistryError> {
+/// What a request does with the names in its path, which decides how an
+/// invalid one is answered. A lookup (GET, HEAD, DELETE, or any request to an
+/// upload session) of a name that cannot be valid finds nothing: 404 with the
+/// code of what was looked for, as the conformance suite and CNCF
+/// distribution answer. A write that would create something under an invalid
+/// name is the client's mistake: 400 with the `*_INVALID` code. The referrers
+/// API is the exception the spec makes: a malformed digest there is a 400.
+#[derive(Clone, Copy)]
+enum Use {
+    /// Looked up; an invalid name answers 404 with this code.
+    Lookup(ErrorCode),
+    /// Created or written; an invalid name answers 400.
+    Write,
+}
+
+impl Use {
+    fn of(method: &str, missing: ErrorCode) -> Use {
+        match method {
+            "GET" | "HEAD" | "DELETE" => Use::Lookup(missing),
+            _ => Use::Write,
+        }
+    }
+
+    fn refuse(self, invalid: ErrorCode, why: impl std::fmt::Display) -> RegistryError {
+        match self {
+            Use::Lookup(missing) => {
+                RegistryError::new(missing, format!("{why}: nothing by that name can exist"))
+            }
+            Use::Write => RegistryError::new(invalid, why.to_string()),
+        }
+    }
+}
+
+fn name(segments: &[&str], usage: Use) -> Result<RepoName, RegistryError> {
     let joined = segments.join("/");
     joined
         .parse()
-        .map_err(|e| RegistryError::new(ErrorCode::NameInvalid, format!("{e}")))
+        .map_err(|e| usage.refuse(ErrorCode::NameInvalid, e))
 }
 
+/// A digest in a query parameter or a referrers path: always a 400 when
+/// malformed (both a bad syntax and an algorithm skiff lacks).
 pub fn digest(s: &str) -> Result<Digest, RegistryError> {
-    // Both a malformed digest and an algorithm skiff lacks are DIGEST_INVALID.
-    s.parse()
-        .map_err(|e: DigestError| RegistryError::new(ErrorCode::DigestInvalid, e.to_string()))
+    digest_for(s, Use::Write)
 }
 
-fn reference(s: &str) -> Result<Reference, RegistryError> {
+fn digest_for(s: &str, usage: Use) -> Result<Digest, RegistryError> {
+    s.parse()
+        .map_err(|e: DigestError| usage.refuse(ErrorCode::DigestInvalid, e))
+}
+
+fn reference(s: &str, usage: Use) -> Result<Reference, RegistryError> {
     s.parse().map_err(|e: ReferenceError| match e {
-        ReferenceError::Tag(_) => RegistryError::new(ErrorCode::ManifestInvalid, format!("{e}")),
-        ReferenceError::Digest(_) => RegistryError::new(ErrorCode::DigestInvalid, format!("{e}")),
+        ReferenceError::Tag(_) => usage.refuse(ErrorCode::ManifestInvalid, e),
+        ReferenceError::Digest(_) => usage.refuse(ErrorCode::DigestInvalid, e),
     })
 }
 
@@ -91,57 +129,67 @@ pub fn parse(method: &str, path: &str) -> Result<Route, RegistryError> {
     };
     // .../blobs/uploads/<id> or .../blobs/uploads/ (empty id) or .../blobs/uploads
     if n >= 3 && at(3) == "blobs" && at(2) == "uploads" {
-        let repo = name(&seg[..n - 3])?;
         let id = at(1).to_string();
         if id.is_empty() {
             return match method {
-                "POST" => Ok(Route::StartUpload(repo)),
+                "POST" => Ok(Route::StartUpload(name(&seg[..n - 3], Use::Write)?)),
                 m => Err(not_allowed(m)),
             };
         }
+        // A session under an invalid name cannot exist, whatever the method.
+        let repo = || name(&seg[..n - 3], Use::Lookup(ErrorCode::BlobUploadUnknown));
         return match method {
-            "GET" | "HEAD" => Ok(Route::UploadStatus(repo, id)),
-            "PATCH" => Ok(Route::PatchUpload(repo, id)),
-            "PUT" => Ok(Route::FinishUpload(repo, id)),
-            "DELETE" => Ok(Route::CancelUpload(repo, id)),
+            "GET" | "HEAD" => Ok(Route::UploadStatus(repo()?, id)),
+            "PATCH" => Ok(Route::PatchUpload(repo()?, id)),
+            "PUT" => Ok(Route::FinishUpload(repo()?, id)),
+            "DELETE" => Ok(Route::CancelUpload(repo()?, id)),
             m => Err(not_allowed(m)),
         };
     }
     if n >= 2 && at(2) == "blobs" {
-        let repo = name(&seg[..n - 2])?;
         if at(1) == "uploads" {
             return match method {
-                "POST" => Ok(Route::StartUpload(repo)),
+                "POST" => Ok(Route::StartUpload(name(&seg[..n - 2], Use::Write)?)),
                 m => Err(not_allowed(m)),
             };
         }
-        return match method {
-            "GET" | "HEAD" => Ok(Route::GetBlob(repo, digest(at(1))?)),
-            "DELETE" => Ok(Route::DeleteBlob(repo, digest(at(1))?)),
-            m => Err(not_allowed(m)),
-        };
+        if !matches!(method, "GET" | "HEAD" | "DELETE") {
+            return Err(not_allowed(method));
+        }
+        let repo = name(&seg[..n - 2], Use::Lookup(ErrorCode::NameUnknown))?;
+        let digest = digest_for(at(1), Use::Lookup(ErrorCode::BlobUnknown))?;
+        return Ok(match method {
+            "DELETE" => Route::DeleteBlob(repo, digest),
+            _ => Route::GetBlob(repo, digest),
+        });
     }
     if n >= 2 && at(2) == "manifests" {
-        let repo = name(&seg[..n - 2])?;
-        let r = reference(at(1))?;
-        return match method {
-            "GET" | "HEAD" => Ok(Route::GetManifest(repo, r)),
-            "PUT" => Ok(Route::PutManifest(repo, r)),
-            "DELETE" => Ok(Route::DeleteManifest(repo, r)),
-            m => Err(not_allowed(m)),
-        };
+        if !matches!(method, "GET" | "HEAD" | "PUT" | "DELETE") {
+            return Err(not_allowed(method));
+        }
+        let repo = name(&seg[..n - 2], Use::of(method, ErrorCode::NameUnknown))?;
+        let r = reference(at(1), Use::of(method, ErrorCode::ManifestUnknown))?;
+        return Ok(match method {
+            "PUT" => Route::PutManifest(repo, r),
+            "DELETE" => Route::DeleteManifest(repo, r),
+            _ => Route::GetManifest(repo, r),
+        });
     }
     if n >= 3 && at(2) == "tags" && at(1) == "list" {
-        let repo = name(&seg[..n - 2])?;
         return match method {
-            "GET" | "HEAD" => Ok(Route::Tags(repo)),
+            "GET" | "HEAD" => Ok(Route::Tags(name(
+                &seg[..n - 2],
+                Use::Lookup(ErrorCode::NameUnknown),
+            )?)),
             m => Err(not_allowed(m)),
         };
     }
     if n >= 2 && at(2) == "referrers" {
-        let repo = name(&seg[..n - 2])?;
         return match method {
-            "GET" | "HEAD" => Ok(Route::Referrers(repo, digest(at(1))?)),
+            "GET" | "HEAD" => Ok(Route::Referrers(
+                name(&seg[..n - 2], Use::Write)?,
+                digest(at(1))?,
+            )),
             m => Err(not_allowed(m)),
         };
     }
