@@ -87,6 +87,11 @@ if ! "$VENV/bin/python" -c 'import oras' >/dev/null 2>&1; then
     python3 -m venv "$VENV"
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check oras
 fi
+# moto: a local S3 (and DynamoDB) endpoint for the S3 tests.
+if ! "$VENV/bin/python" -c 'import moto.server' >/dev/null 2>&1; then
+    say "pip install moto[server]"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check 'moto[server]'
+fi
 export SKIFF_PYTHON="$VENV/bin/python"
 
 # --- wkg, the wasm package CLI, from crates.io ------------------------------
@@ -126,11 +131,20 @@ set -- --target "$HOST_TARGET" "$@"
 say "cargo build --release -p skiff $1 $2"
 cargo build --release -p skiff --target "$HOST_TARGET"
 say "cargo test --release --workspace $*"
+# One moto server for the run, on a free port of 127.0.0.1, stopped at exit.
+MOTO_PORT=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$VENV/bin/python" -m moto.server -H 127.0.0.1 -p "$MOTO_PORT" >/dev/null 2>&1 &
+MOTO_PID=$!
+export SKIFF_TEST_S3_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
+for _ in $(seq 100); do
+    "$VENV/bin/python" -c "import urllib.request; urllib.request.urlopen('$SKIFF_TEST_S3_ENDPOINT/moto-api/')" >/dev/null 2>&1 && break
+    sleep 0.2
+done
 LOG=$(mktemp)
 # Figures the tests measure but do not assert (durations, sizes) gather here.
 export SKIFF_REPORT
 SKIFF_REPORT=$(mktemp)
-trap 'rm -f "$LOG" "$SKIFF_REPORT"' EXIT
+trap 'rm -f "$LOG" "$SKIFF_REPORT"; kill "$MOTO_PID" 2>/dev/null || true' EXIT
 status=0
 cargo test --release --workspace "$@" 2>&1 | tee "$LOG" || status=$?
 if [ -s "$SKIFF_REPORT" ]; then

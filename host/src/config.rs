@@ -63,7 +63,11 @@ impl Http {
 /// One store's settings: the default one or a subpath's.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
+    /// Local files of the store: all of it on disk; with S3, the dedupe
+    /// cache and the markers of servers using it.
     pub root_directory: PathBuf,
+    /// Where the objects are (`storageDriver`).
+    pub driver: Driver,
     /// Store a blob pushed into many repositories once (hard links + cache).
     pub dedupe: bool,
     /// fsync files and their directories before publishing them.
@@ -78,6 +82,42 @@ pub struct StoreConfig {
     /// `retention.delay`: no tag or untagged manifest younger than this is
     /// removed by retention (zot's default, 24 hours).
     pub retention_delay: Duration,
+}
+
+/// zot's `storageDriver`: where a store's objects live.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Driver {
+    /// Files under `rootDirectory` (no `storageDriver`).
+    Local,
+    S3(S3Settings),
+}
+
+/// What an S3 store is configured with (zot's `storageDriver` keys).
+#[derive(Debug, Clone, PartialEq)]
+pub struct S3Settings {
+    pub bucket: String,
+    /// Key prefix inside the bucket (`rootdirectory`), without slashes at
+    /// either end; empty: the whole bucket.
+    pub prefix: String,
+    pub region: String,
+    /// `regionendpoint`: an S3-compatible endpoint instead of AWS's.
+    pub endpoint: Option<String>,
+    pub force_path_style: bool,
+    /// Static credentials; `None`: the standard AWS chain (environment,
+    /// `AWS_PROFILE` and `~/.aws/credentials`, instance roles).
+    pub credentials: Option<(String, String)>,
+    /// Size of the parts an upload is stored in (`chunksize`).
+    pub part_size: u64,
+}
+
+impl S3Settings {
+    /// S3's smallest part but the last.
+    pub const MIN_PART: u64 = 5 << 20;
+    /// S3's largest single PUT, and so largest part.
+    pub const MAX_PART: u64 = 5 << 30;
+    pub const DEFAULT_PART: u64 = 10 << 20;
+    /// Parts one multipart upload may have.
+    pub const MAX_PARTS: u64 = 10_000;
 }
 
 #[derive(Debug, Clone)]
@@ -118,6 +158,7 @@ impl StoreConfig {
     fn default_at(root: PathBuf) -> StoreConfig {
         StoreConfig {
             root_directory: root,
+            driver: Driver::Local,
             dedupe: true,
             commit: false,
             gc: true,
@@ -204,6 +245,30 @@ const KNOWN: &[&str] = &[
     "storage.retention.dryRun",
     "storage.retention.delay",
     "storage.retention.policies",
+    "storage.storageDriver",
+    "storage.storageDriver.name",
+    "storage.storageDriver.rootdirectory",
+    "storage.storageDriver.region",
+    "storage.storageDriver.bucket",
+    "storage.storageDriver.regionendpoint",
+    "storage.storageDriver.forcepathstyle",
+    "storage.storageDriver.secure",
+    "storage.storageDriver.skipverify",
+    "storage.storageDriver.accesskey",
+    "storage.storageDriver.secretkey",
+    "storage.storageDriver.chunksize",
+    "storage.subPaths.*.storageDriver",
+    "storage.subPaths.*.storageDriver.name",
+    "storage.subPaths.*.storageDriver.rootdirectory",
+    "storage.subPaths.*.storageDriver.region",
+    "storage.subPaths.*.storageDriver.bucket",
+    "storage.subPaths.*.storageDriver.regionendpoint",
+    "storage.subPaths.*.storageDriver.forcepathstyle",
+    "storage.subPaths.*.storageDriver.secure",
+    "storage.subPaths.*.storageDriver.skipverify",
+    "storage.subPaths.*.storageDriver.accesskey",
+    "storage.subPaths.*.storageDriver.secretkey",
+    "storage.subPaths.*.storageDriver.chunksize",
     "storage.cacheDriver",
     "storage.cacheDriver.name",
     "storage.cacheDriver.rootDir",
@@ -304,6 +369,14 @@ impl Config {
             .iter()
             .map(|k| format!("{k}: unknown key, ignored"))
             .collect();
+        for (prefix, store) in self.stores() {
+            if matches!(store.driver, Driver::S3(_)) && store.dedupe {
+                let at = prefix.map_or("storage".to_string(), |p| format!("storage.subPaths./{p}"));
+                out.push(format!(
+                    "{at}.dedupe: not yet on S3; each repository keeps its own copy of a blob"
+                ));
+            }
+        }
         if !self.http.address.is_loopback() {
             out.push(format!(
                 "http.address: {} is reachable from other machines, and skiff has no \
@@ -553,6 +626,9 @@ fn parse_store(obj: &Map<String, Value>, at: &str, base: &StoreConfig) -> Result
             .with_context(|| format!("{at}.rootDirectory: expected a non-empty path"))?;
         s.root_directory = PathBuf::from(p);
     }
+    if let Some(d) = obj.get("storageDriver") {
+        s.driver = parse_driver(d, &format!("{at}.storageDriver"))?;
+    }
     if let Some(b) = bool_key("dedupe")? {
         s.dedupe = b;
     }
@@ -612,7 +688,7 @@ fn store_json(s: &StoreConfig) -> Value {
             v
         })
         .collect();
-    json!({
+    let mut v = json!({
         "rootDirectory": s.root_directory,
         "dedupe": s.dedupe,
         "commit": s.commit,
@@ -624,7 +700,27 @@ fn store_json(s: &StoreConfig) -> Value {
             "delay": duration_text(s.retention_delay),
             "policies": policies,
         },
-    })
+    });
+    if let Driver::S3(d) = &s.driver {
+        let mut driver = json!({
+            "name": "s3",
+            "bucket": d.bucket,
+            "rootdirectory": d.prefix,
+            "region": d.region,
+            "forcepathstyle": d.force_path_style,
+            "chunksize": d.part_size,
+        });
+        if let Some(e) = &d.endpoint {
+            driver["regionendpoint"] = e.as_str().into();
+        }
+        if let Some((id, _)) = &d.credentials {
+            // The secret is not printed; the key id says which one is used.
+            driver["accesskey"] = id.as_str().into();
+            driver["secretkey"] = "(set, not shown)".into();
+        }
+        v["storageDriver"] = driver;
+    }
+    v
 }
 
 fn keep_tags_json(k: &KeepTags) -> Value {
@@ -670,6 +766,79 @@ pub fn duration_text(d: Duration) -> String {
         }
     }
     out
+}
+
+/// `storageDriver` with zot's keys. Only `s3` is a driver skiff has.
+fn parse_driver(v: &Value, at: &str) -> Result<Driver> {
+    let o = v
+        .as_object()
+        .with_context(|| format!("{at}: expected an object"))?;
+    let text = |k: &str| -> Result<Option<String>> {
+        o.get(k)
+            .map(|v| {
+                v.as_str()
+                    .map(String::from)
+                    .with_context(|| format!("{at}.{k}: expected a string"))
+            })
+            .transpose()
+    };
+    let flag = |k: &str, default: bool| -> Result<bool> {
+        match o.get(k) {
+            None => Ok(default),
+            Some(b) => b
+                .as_bool()
+                .with_context(|| format!("{at}.{k}: expected true or false")),
+        }
+    };
+    match text("name")?.as_deref() {
+        Some("s3") => {}
+        Some(other) => bail!("{at}.name: {other:?} is not a driver skiff has (use \"s3\", or no storageDriver for local disk)"),
+        None => bail!("{at}.name: required (\"s3\")"),
+    }
+    let bucket = text("bucket")?
+        .filter(|b| !b.is_empty())
+        .with_context(|| format!("{at}.bucket: required"))?;
+    let region = text("region")?.unwrap_or_else(|| "us-east-1".into());
+    let secure = flag("secure", true)?;
+    if flag("skipverify", false)? {
+        bail!("{at}.skipverify: not supported yet; refusing to talk to the store without checking its certificate");
+    }
+    let endpoint = text("regionendpoint")?.filter(|e| !e.is_empty()).map(|e| {
+        if e.contains("://") {
+            e
+        } else if secure {
+            format!("https://{e}")
+        } else {
+            format!("http://{e}")
+        }
+    });
+    let credentials = match (text("accesskey")?, text("secretkey")?) {
+        (Some(a), Some(s)) if !a.is_empty() => Some((a, s)),
+        (None, None) => None,
+        (Some(a), None) if a.is_empty() => None,
+        _ => bail!(
+            "{at}.accesskey, {at}.secretkey: give both, or neither for the AWS credential chain"
+        ),
+    };
+    let part_size = match o.get("chunksize") {
+        None => S3Settings::DEFAULT_PART,
+        Some(v) => parse_size(v, &format!("{at}.chunksize"))?,
+    };
+    if !(S3Settings::MIN_PART..=S3Settings::MAX_PART).contains(&part_size) {
+        bail!("{at}.chunksize: {part_size} bytes; S3 parts are 5 MiB to 5 GiB");
+    }
+    Ok(Driver::S3(S3Settings {
+        bucket,
+        prefix: text("rootdirectory")?
+            .unwrap_or_default()
+            .trim_matches('/')
+            .to_string(),
+        region,
+        endpoint,
+        force_path_style: flag("forcepathstyle", false)?,
+        credentials,
+        part_size,
+    }))
 }
 
 /// No store's root may lie inside another's (or be the same): the outer

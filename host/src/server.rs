@@ -2,9 +2,10 @@
 //! `http`), and the foreground `gc` and `scrub` passes.
 
 use crate::config::Config;
+use crate::config::Driver;
 use crate::http::Serving;
 use crate::metrics::Metrics;
-use crate::objects::{Disk, Objects};
+use crate::objects::{Backend, Disk, Objects, S3};
 use crate::runtime::{Limits, Runtime};
 use crate::scheduler;
 use crate::shutdown::{Phase, Signals, Stopped, CUT_OFF_GRACE};
@@ -18,7 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// decides the exit code.
 pub async fn serve(cfg: Config) -> Result<Stopped> {
     let mut signals = Signals::install()?;
-    let objects = Arc::new(open_stores(&cfg, Use::Serve)?);
+    let objects = Arc::new(open_stores(&cfg, Use::Serve).await?);
     let limits = Limits {
         // config.rs keeps it far below u32::MAX.
         request_slots: u32::try_from(cfg.http.max_requests_in_flight)
@@ -26,11 +27,8 @@ pub async fn serve(cfg: Config) -> Result<Stopped> {
         request_budget: cfg.http.request_cpu_budget,
     };
     let runtime = Arc::new(Runtime::new(objects.clone(), limits)?.with_settings(&cfg));
-    for disk in objects.disks() {
-        let unclean = disk
-            .mark_running()
-            .with_context(|| format!("cannot write to {}", disk.root().display()))?;
-        after_start(disk.clone(), unclean.filter(|_| !disk.commit()));
+    for store in objects.stores() {
+        store.clone().start()?;
     }
     let metrics = Arc::new(Metrics::default());
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -94,8 +92,8 @@ pub async fn serve(cfg: Config) -> Result<Stopped> {
     let stopped = drain(open, &phase, &mut signals, cfg.http.shutdown_timeout).await;
     // Whatever the drain cut off, what was stored is as it was written:
     // only a crash (or a power cut) needs the check at the next start.
-    for disk in objects.disks() {
-        disk.mark_stopped();
+    for store in objects.stores() {
+        store.stop();
     }
     Ok(stopped)
 }
@@ -186,7 +184,7 @@ async fn accept_within(
 /// `skiff gc`: one pass over every repository, in the foreground.
 pub async fn gc_once(cfg: Config) -> Result<()> {
     let runtime = Runtime::new(
-        Arc::new(open_stores(&cfg, Use::Beside)?),
+        Arc::new(open_stores(&cfg, Use::Beside).await?),
         Limits::background_only(),
     )?;
     let started = std::time::Instant::now();
@@ -241,7 +239,7 @@ pub async fn gc_once(cfg: Config) -> Result<()> {
 /// damaged blobs); true if anything is affected.
 pub async fn scrub_once(cfg: Config, repair: bool) -> Result<bool> {
     let runtime = Runtime::new(
-        Arc::new(open_stores(&cfg, Use::Beside)?),
+        Arc::new(open_stores(&cfg, Use::Beside).await?),
         Limits::background_only(),
     )?;
     let started = std::time::Instant::now();
@@ -299,60 +297,41 @@ pub enum Use {
     Beside,
 }
 
-/// The default store and one per subpath, each in its own root directory.
-pub fn open_stores(cfg: &Config, how: Use) -> Result<Objects> {
-    let open = |s: &crate::config::StoreConfig, key: &str| -> Result<Arc<Disk>> {
-        // Beside a server the cache is the server's: never open it, or a
-        // server (re)started while a long pass runs could not take it.
-        let dedupe = s.dedupe && how == Use::Serve;
-        let disk = Disk::new(s.root_directory.clone(), s.commit, dedupe)
-            .with_context(|| format!("{key}: cannot use {}", s.root_directory.display()))?;
-        Ok(Arc::new(disk))
-    };
-    let default = open(&cfg.storage, "storage.rootDirectory")?;
+/// The default store and one per subpath, each in its own root directory
+/// or bucket prefix.
+pub async fn open_stores(cfg: &Config, how: Use) -> Result<Objects> {
+    let default = open_store(&cfg.storage, "storage", how).await?;
     let mut subs = Vec::new();
     for sp in &cfg.sub_paths {
-        let key = format!("storage.subPaths./{}.rootDirectory", sp.prefix);
-        subs.push((sp.prefix.clone(), open(&sp.store, &key)?));
+        let key = format!("storage.subPaths./{}", sp.prefix);
+        subs.push((sp.prefix.clone(), open_store(&sp.store, &key, how).await?));
     }
     Ok(Objects::new(default, subs))
 }
 
-/// Apply a changed dedupe setting to what is already stored, off the request
-/// path. Not waited for at exit (main.rs): it may take minutes on a large
-/// store, and each of its steps replaces one file by a rename, so the
-/// process may end between any two; the next start converges the rest.
-/// Background work at start, off the request path: after an unclean stop
-/// of a store without `commit`, check the blobs published since the crashed
-/// run started (`unclean`); then apply a changed dedupe setting.
-fn after_start(disk: Arc<Disk>, unclean: Option<std::time::SystemTime>) {
-    tokio::task::spawn_blocking(move || {
-        if let Some(since) = unclean {
-            match disk.check_recent_blobs(since) {
-                Ok((checked, removed)) => tracing::info!(
-                    root = %disk.root().display(), checked, removed,
-                    "checked the blobs of a run that did not stop cleanly"
-                ),
-                Err(e) => {
-                    tracing::warn!(root = %disk.root().display(), error = %e, "checking recent blobs failed")
-                }
-            }
+async fn open_store(
+    s: &crate::config::StoreConfig,
+    key: &str,
+    how: Use,
+) -> Result<Arc<dyn Backend>> {
+    match &s.driver {
+        Driver::Local => {
+            // Beside a server the cache is the server's: never open it, or a
+            // server (re)started while a long pass runs could not take it.
+            let dedupe = s.dedupe && how == Use::Serve;
+            let disk =
+                Disk::new(s.root_directory.clone(), s.commit, dedupe).with_context(|| {
+                    format!(
+                        "{key}.rootDirectory: cannot use {}",
+                        s.root_directory.display()
+                    )
+                })?;
+            Ok(Arc::new(disk))
         }
-        converge_dedupe(&disk);
-    });
-}
-
-fn converge_dedupe(disk: &Disk) {
-    match disk.reconcile() {
-        Ok((blobs, 0)) => {
-            tracing::debug!(root = %disk.root().display(), blobs, "dedupe state consistent")
-        }
-        Ok((blobs, changed)) => tracing::info!(
-            root = %disk.root().display(), blobs, changed, dedupe = disk.dedupe(),
-            "converged stored blobs to the dedupe setting"
-        ),
-        Err(e) => {
-            tracing::warn!(root = %disk.root().display(), error = %e, "dedupe convergence failed")
-        }
+        Driver::S3(settings) => Ok(Arc::new(
+            S3::connect(settings)
+                .await
+                .with_context(|| format!("{key}.storageDriver"))?,
+        )),
     }
 }

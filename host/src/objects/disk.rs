@@ -11,11 +11,13 @@
 //! link to that copy; the dedupe cache says where copies are. Hard links make
 //! every copy equal: deleting any of them leaves the others readable.
 
+use super::backend::Backend;
 use super::dedupe::DedupeCache;
 use super::keys::{content_digest, key_path, prefix_path};
 use crate::runtime::skiff::registry::objects::{
     Child, Condition, Content, HashAlgorithm, Meta, ObjectError, Published, Written,
 };
+use crate::runtime::Priority;
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256, Sha512};
 use std::collections::HashMap;
@@ -410,10 +412,6 @@ impl Disk {
         })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     pub fn dedupe(&self) -> bool {
         self.dedupe.is_some()
     }
@@ -629,6 +627,9 @@ impl Disk {
                 _ => None,
             };
             fs::remove_file(&path).map_err(io_err)?;
+            // The version a compare-and-swap kept beside it goes with it:
+            // nothing is left of a deleted object.
+            let _ = fs::remove_file(previous_name(&path));
             if commit {
                 sync_dir(&path).map_err(io_err)?;
             }
@@ -1118,11 +1119,6 @@ impl Disk {
         }
     }
 
-    /// Whether files are synced before they are published (`commit`).
-    pub fn commit(&self) -> bool {
-        self.commit
-    }
-
     /// After an unclean stop of a store without `commit`: blobs published
     /// since `since` may name data that a power cut lost (it was never
     /// synced). Hash each; remove any whose bytes do not match their name,
@@ -1320,4 +1316,138 @@ async fn write_chunk(mut file: File, buf: Vec<u8>) -> Result<(File, Vec<u8>), Ob
         Ok((file, buf))
     })
     .await
+}
+
+#[async_trait::async_trait]
+impl Backend for Disk {
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    async fn get(&self, key: &str, max: u64) -> Result<(Vec<u8>, Meta), ObjectError> {
+        Disk::get(self, key, max).await
+    }
+
+    async fn put(&self, key: &str, data: Vec<u8>, when: Condition) -> Result<Meta, ObjectError> {
+        Disk::put(self, key, data, when).await
+    }
+
+    async fn stat(&self, key: &str) -> Result<Meta, ObjectError> {
+        Disk::stat(self, key).await
+    }
+
+    async fn delete(&self, key: &str, when: Condition) -> Result<(), ObjectError> {
+        Disk::delete(self, key, when).await
+    }
+
+    async fn list_children(&self, prefix: &str) -> Result<Vec<Child>, ObjectError> {
+        Disk::list_children(self, prefix).await
+    }
+
+    async fn write_from(
+        &self,
+        key: &str,
+        offset: u64,
+        src: &mut DynInputStream,
+        limit: Option<u64>,
+    ) -> Result<Written, ObjectError> {
+        Disk::write_from(self, key, offset, src, limit).await
+    }
+
+    async fn read_to(
+        &self,
+        key: &str,
+        start: u64,
+        len: u64,
+        dst: &mut DynOutputStream,
+    ) -> Result<(), ObjectError> {
+        Disk::read_to(self, key, start, len, dst).await
+    }
+
+    async fn touch(&self, key: &str) -> Result<Meta, ObjectError> {
+        Disk::touch(self, key).await
+    }
+
+    async fn digest(
+        &self,
+        key: &str,
+        algorithm: HashAlgorithm,
+        priority: Priority,
+    ) -> Result<String, ObjectError> {
+        match priority {
+            Priority::Request => Disk::digest(self, key, algorithm).await,
+            Priority::Background => self.digest_low_priority(key, algorithm).await,
+        }
+    }
+
+    async fn publish(
+        &self,
+        src: &str,
+        dst: &str,
+        expected: Content,
+    ) -> Result<Published, ObjectError> {
+        Disk::publish(self, src, dst, expected).await
+    }
+
+    async fn copy_in(
+        &self,
+        src: &dyn Backend,
+        src_key: &str,
+        dst: &str,
+        when: Condition,
+    ) -> Result<(), ObjectError> {
+        // Only another directory can be linked or copied from; a mount from
+        // a backend without files is not one this store can make (the
+        // client then uploads the blob).
+        let from = src.local_path(src_key).ok_or(ObjectError::NotFound)?;
+        self.copy_from(from, dst, when).await
+    }
+
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        self.path(key).ok()
+    }
+
+    fn start(self: Arc<Self>) -> anyhow::Result<()> {
+        let unclean = self
+            .mark_running()
+            .map_err(|e| anyhow::anyhow!("cannot write to {}: {e}", self.root.display()))?;
+        let unclean = unclean.filter(|_| !self.commit);
+        // Off the request path; not waited for at exit (main.rs): it may
+        // take minutes on a large store, and each of its steps replaces one
+        // file by a rename, so the process may end between any two; the
+        // next start converges the rest.
+        tokio::task::spawn_blocking(move || {
+            let root = self.root.display().to_string();
+            if let Some(since) = unclean {
+                match self.check_recent_blobs(since) {
+                    Ok((checked, removed)) => tracing::info!(
+                        %root, checked, removed,
+                        "checked the blobs of a run that did not stop cleanly"
+                    ),
+                    Err(e) => tracing::warn!(%root, error = %e, "checking recent blobs failed"),
+                }
+            }
+            match self.reconcile() {
+                Ok((blobs, 0)) => tracing::debug!(%root, blobs, "dedupe state consistent"),
+                Ok((blobs, changed)) => tracing::info!(
+                    %root, blobs, changed, dedupe = self.dedupe(),
+                    "converged stored blobs to the dedupe setting"
+                ),
+                Err(e) => tracing::warn!(%root, error = %e, "dedupe convergence failed"),
+            }
+        });
+        Ok(())
+    }
+
+    fn stop(&self) {
+        self.mark_stopped();
+    }
+
+    fn begin_scrub_pass(&self) {
+        Disk::begin_scrub_pass(self);
+    }
+
+    fn bytes_hashed(&self) -> u64 {
+        Disk::bytes_hashed(self)
+    }
 }

@@ -1,5 +1,5 @@
-//! Object keys as filesystem paths. A key is accepted only if every segment
-//! is a plain name, so no key can reach outside the root.
+//! Object keys: which are valid (every segment a plain name, so no key can
+//! reach outside a root or prefix), and keys as filesystem paths.
 
 use crate::runtime::skiff::registry::objects::ObjectError;
 use std::path::{Path, PathBuf};
@@ -10,8 +10,18 @@ fn valid_segment(s: &str) -> bool {
     !s.is_empty() && s != "." && s != ".." && !s.contains(['\\', '\0'])
 }
 
+/// A key every backend accepts: `/`-separated plain names, bounded.
+pub fn valid_key(key: &str) -> bool {
+    key.len() <= MAX_KEY_LEN && key.split('/').all(valid_segment)
+}
+
+/// A listing prefix: empty (the root) or a valid key followed by `/`.
+pub fn valid_prefix(prefix: &str) -> bool {
+    prefix.is_empty() || prefix.strip_suffix('/').is_some_and(valid_key)
+}
+
 pub fn key_path(root: &Path, key: &str) -> Result<PathBuf, ObjectError> {
-    if key.len() > MAX_KEY_LEN || !key.split('/').all(valid_segment) {
+    if !valid_key(key) {
         return Err(ObjectError::InvalidKey(key.to_string()));
     }
     Ok(root.join(key))

@@ -6,58 +6,65 @@
 //! repository's first component) picks the store, so the component sees one
 //! key space.
 
+mod backend;
 mod dedupe;
 mod disk;
 mod keys;
+mod resumable;
+mod s3;
+#[cfg(test)]
+mod suite;
 
+pub use backend::Backend;
 pub use disk::Disk;
+pub use s3::S3;
 
 use crate::runtime::skiff::registry::objects::{
     Child, Condition, Content, HashAlgorithm, Host, Meta, ObjectError, Published, Written,
 };
-use crate::runtime::{Ctx, Priority};
+use crate::runtime::Ctx;
 use std::sync::Arc;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
 pub struct Objects {
-    default: Arc<Disk>,
-    sub_paths: Vec<(String, Arc<Disk>)>,
+    default: Arc<dyn Backend>,
+    sub_paths: Vec<(String, Arc<dyn Backend>)>,
 }
 
 impl Objects {
-    pub fn new(default: Arc<Disk>, sub_paths: Vec<(String, Arc<Disk>)>) -> Objects {
+    pub fn new(default: Arc<dyn Backend>, sub_paths: Vec<(String, Arc<dyn Backend>)>) -> Objects {
         Objects { default, sub_paths }
     }
 
     /// The store holding `key`.
-    pub fn disk_for(&self, key: &str) -> &Disk {
+    pub fn store_for(&self, key: &str) -> &dyn Backend {
         let first = key.split('/').next().unwrap_or_default();
         self.sub_paths
             .iter()
             .find(|(p, _)| p == first)
             .map(|(_, d)| d.as_ref())
-            .unwrap_or(&self.default)
+            .unwrap_or(self.default.as_ref())
     }
 
     /// A scrub pass starts: files are hashed afresh (once each in the pass).
     pub fn begin_scrub_pass(&self) {
-        self.disks().for_each(|d| d.begin_scrub_pass());
+        self.stores().for_each(|d| d.begin_scrub_pass());
     }
 
     /// Bytes hashed by background work since start, over every store.
     pub fn bytes_hashed(&self) -> u64 {
-        self.disks().map(|d| d.bytes_hashed()).sum()
+        self.stores().map(|d| d.bytes_hashed()).sum()
     }
 
     /// Every store, default first (the order of `Config::stores`).
-    pub fn disks(&self) -> impl Iterator<Item = &Arc<Disk>> {
+    pub fn stores(&self) -> impl Iterator<Item = &Arc<dyn Backend>> {
         std::iter::once(&self.default).chain(self.sub_paths.iter().map(|(_, d)| d))
     }
 
     async fn list_children(&self, prefix: &str) -> Result<Vec<Child>, ObjectError> {
         if !prefix.is_empty() {
-            return self.disk_for(prefix).list_children(prefix).await;
+            return self.store_for(prefix).list_children(prefix).await;
         }
         // The root: the default store's top level, with each subpath as a
         // prefix (it shadows a same-named directory of the default store).
@@ -88,7 +95,7 @@ fn stream<'a, T: 'static>(
 
 impl Host for Ctx {
     async fn get(&mut self, key: String, max_size: u64) -> Result<(Vec<u8>, Meta), ObjectError> {
-        self.objects.disk_for(&key).get(&key, max_size).await
+        self.objects.store_for(&key).get(&key, max_size).await
     }
 
     async fn put(
@@ -97,15 +104,15 @@ impl Host for Ctx {
         data: Vec<u8>,
         when: Condition,
     ) -> Result<Meta, ObjectError> {
-        self.objects.disk_for(&key).put(&key, data, when).await
+        self.objects.store_for(&key).put(&key, data, when).await
     }
 
     async fn stat(&mut self, key: String) -> Result<Meta, ObjectError> {
-        self.objects.disk_for(&key).stat(&key).await
+        self.objects.store_for(&key).stat(&key).await
     }
 
     async fn delete(&mut self, key: String, when: Condition) -> Result<(), ObjectError> {
-        self.objects.disk_for(&key).delete(&key, when).await
+        self.objects.store_for(&key).delete(&key, when).await
     }
 
     async fn list_children(&mut self, prefix: String) -> Result<Vec<Child>, ObjectError> {
@@ -121,7 +128,7 @@ impl Host for Ctx {
     ) -> Result<Written, ObjectError> {
         let stream = stream(&mut self.table, &src)?;
         self.objects
-            .disk_for(&key)
+            .store_for(&key)
             .write_from(&key, offset, stream, limit)
             .await
     }
@@ -135,13 +142,13 @@ impl Host for Ctx {
     ) -> Result<(), ObjectError> {
         let stream = stream(&mut self.table, &dst)?;
         self.objects
-            .disk_for(&key)
+            .store_for(&key)
             .read_to(&key, start, len, stream)
             .await
     }
 
     async fn touch(&mut self, key: String) -> Result<Meta, ObjectError> {
-        self.objects.disk_for(&key).touch(&key).await
+        self.objects.store_for(&key).touch(&key).await
     }
 
     async fn digest(
@@ -149,11 +156,10 @@ impl Host for Ctx {
         key: String,
         algorithm: HashAlgorithm,
     ) -> Result<String, ObjectError> {
-        let disk = self.objects.disk_for(&key);
-        match self.priority {
-            Priority::Request => disk.digest(&key, algorithm).await,
-            Priority::Background => disk.digest_low_priority(&key, algorithm).await,
-        }
+        self.objects
+            .store_for(&key)
+            .digest(&key, algorithm, self.priority)
+            .await
     }
 
     async fn publish(
@@ -164,16 +170,16 @@ impl Host for Ctx {
     ) -> Result<Published, ObjectError> {
         // An upload and its blob belong to one repository, so to one store.
         self.objects
-            .disk_for(&dst)
+            .store_for(&dst)
             .publish(&src, &dst, expected)
             .await
     }
 
     async fn copy(&mut self, src: String, dst: String, when: Condition) -> Result<(), ObjectError> {
-        let from = self.objects.disk_for(&src).path(&src)?;
+        let from = self.objects.store_for(&src);
         self.objects
-            .disk_for(&dst)
-            .copy_from(from, &dst, when)
+            .store_for(&dst)
+            .copy_in(from, &src, &dst, when)
             .await
     }
 }

@@ -1,0 +1,88 @@
+//! One interface over every place objects can live: the methods of the WIT
+//! `objects` interface, plus what a store needs at start, at stop and for
+//! background passes. Each backend (local disk today) implements it; the
+//! rest of the host holds `Arc<dyn Backend>` and never knows which it has.
+//! CNCF distribution's storage driver is the model: one small interface,
+//! every backend behind it, one test suite run against each
+//! (`objects::suite`).
+
+use crate::runtime::skiff::registry::objects::{
+    Child, Condition, Content, HashAlgorithm, Meta, ObjectError, Published, Written,
+};
+use crate::runtime::Priority;
+use async_trait::async_trait;
+use std::path::PathBuf;
+use std::sync::Arc;
+use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
+
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// Where the store is, for messages (a directory, a bucket and prefix).
+    fn describe(&self) -> String;
+
+    /// Read a small object whole; `too-large` before reading one over `max`.
+    async fn get(&self, key: &str, max: u64) -> Result<(Vec<u8>, Meta), ObjectError>;
+    async fn put(&self, key: &str, data: Vec<u8>, when: Condition) -> Result<Meta, ObjectError>;
+    async fn stat(&self, key: &str) -> Result<Meta, ObjectError>;
+    async fn delete(&self, key: &str, when: Condition) -> Result<(), ObjectError>;
+    async fn list_children(&self, prefix: &str) -> Result<Vec<Child>, ObjectError>;
+    async fn write_from(
+        &self,
+        key: &str,
+        offset: u64,
+        src: &mut DynInputStream,
+        limit: Option<u64>,
+    ) -> Result<Written, ObjectError>;
+    async fn read_to(
+        &self,
+        key: &str,
+        start: u64,
+        len: u64,
+        dst: &mut DynOutputStream,
+    ) -> Result<(), ObjectError>;
+    async fn touch(&self, key: &str) -> Result<Meta, ObjectError>;
+    /// `Background` work yields to requests (scrub hashing a whole store).
+    async fn digest(
+        &self,
+        key: &str,
+        algorithm: HashAlgorithm,
+        priority: Priority,
+    ) -> Result<String, ObjectError>;
+    async fn publish(
+        &self,
+        src: &str,
+        dst: &str,
+        expected: Content,
+    ) -> Result<Published, ObjectError>;
+    /// Give `dst` (in this store) the bytes of `src_key` in `src`, which is
+    /// this store or another one (a mount across subpaths).
+    async fn copy_in(
+        &self,
+        src: &dyn Backend,
+        src_key: &str,
+        dst: &str,
+        when: Condition,
+    ) -> Result<(), ObjectError>;
+
+    /// The file holding `key`, for a backend that has files.
+    fn local_path(&self, _key: &str) -> Option<PathBuf> {
+        None
+    }
+
+    /// The server starts using the store: claim it and start what must
+    /// run in the background at start (checks after an unclean stop).
+    fn start(self: Arc<Self>) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// The server stopped cleanly.
+    fn stop(&self) {}
+
+    /// A scrub pass begins: hash everything afresh (once each in the pass).
+    fn begin_scrub_pass(&self) {}
+
+    /// Bytes hashed by background work since start.
+    fn bytes_hashed(&self) -> u64 {
+        0
+    }
+}

@@ -1,0 +1,1140 @@
+//! Objects in an S3 bucket (AWS, or any S3-compatible store: MinIO, R2,
+//! Ceph, moto), under a key prefix.
+//!
+//! Small objects map one to one onto S3 objects; the ETag is the version,
+//! and compare-and-swap is a conditional PUT (`If-Match`, `If-None-Match:
+//! *`). Only `write-from` needs more, since S3 objects cannot be appended
+//! to: an object written by appends (an upload session's data) is a small
+//! *session record* at its key, which knows its size and SHA-256 state, and
+//! the bytes live beside it under `.skiff-staging/<key>/`: full parts of
+//! exactly `part_size` bytes (`part-00001`, ...), and the bytes after the
+//! last full part in a tail object named by the record. Everything a
+//! session needs is in the bucket, so any process can continue it. An
+//! append holds a lease in the record while it runs (`busy` for others);
+//! parts are named by their offset, so an interrupted append that wrote
+//! some is simply written over by its retry, and the record is replaced
+//! (by compare-and-swap) only after the bytes are in place.
+//!
+//! `publish` makes the blob out of the staged parts with server-side part
+//! copies into one multipart upload completed with `If-None-Match: *`:
+//! the bytes never pass through the host again, every part but the last
+//! has the same size (R2 insists), and no single PUT exceeds one part.
+
+use super::backend::Backend;
+use super::keys::{content_digest, valid_key, valid_prefix};
+use super::resumable::Sha256State;
+pub use crate::config::S3Settings;
+use crate::runtime::skiff::registry::objects::{
+    Child, Condition, Content, HashAlgorithm, Meta, ObjectError, Published, Written,
+};
+use crate::runtime::Priority;
+use async_trait::async_trait;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha512};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, StreamError};
+
+/// How long an append's lease lasts: longer than any one request body may
+/// stall (`http.bodyTimeout`), renewed by nothing; an append that takes
+/// longer loses its claim and fails rather than race another writer.
+const LEASE: Duration = Duration::from_secs(15 * 60);
+/// Marks a session record (its S3 user metadata).
+const SESSION_MARK: &str = "skiff-session";
+/// The digest a published blob was checked against (its user metadata).
+const DIGEST_META: &str = "skiff-digest";
+const STAGING: &str = ".skiff-staging";
+/// Reads of blob bytes go in pieces of this size.
+const READ_CHUNK: u64 = 8 << 20;
+
+pub struct S3 {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+    part_size: u64,
+}
+
+/// An upload session's record: all it takes to continue or publish it.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct Session {
+    size: u64,
+    part_size: u64,
+    /// Full parts stored (`part-00001` ..).
+    parts: u64,
+    /// The object holding the bytes after the last full part, if any.
+    tail: Option<String>,
+    sha256: Sha256State,
+    /// An append or a publish is under way until then (ms since the epoch).
+    lease_until_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// An SDK error as the `objects` interface sees it.
+fn sdk_err<E, R>(e: SdkError<E, R>) -> ObjectError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let status = match &e {
+        SdkError::ServiceError(s) => {
+            // The raw status, as some errors (a HEAD's 404) have no code.
+            let raw = format!("{:?}", s.raw());
+            status_of(&raw)
+        }
+        _ => None,
+    };
+    let code = e.code().map(str::to_string);
+    match (status, code.as_deref()) {
+        (_, Some("NoSuchKey" | "NotFound" | "NoSuchUpload")) | (Some(404), _) => {
+            ObjectError::NotFound
+        }
+        // 409 ConditionalRequestConflict: another conditional write to the
+        // key is in flight; one of the two loses, as with a 412.
+        (_, Some("PreconditionFailed" | "ConditionalRequestConflict")) | (Some(412 | 409), _) => {
+            ObjectError::PreconditionFailed
+        }
+        _ => ObjectError::Io(format!(
+            "S3: {}",
+            aws_sdk_s3::error::DisplayErrorContext(&e)
+        )),
+    }
+}
+
+/// The HTTP status in a raw response's debug text.
+fn status_of(raw: &str) -> Option<u16> {
+    let at = raw.find("status: StatusCode(")? + "status: StatusCode(".len();
+    raw[at..].split(')').next()?.trim().parse().ok()
+}
+
+fn meta_of(
+    size: Option<i64>,
+    etag: Option<&str>,
+    modified: Option<&aws_sdk_s3::primitives::DateTime>,
+) -> Meta {
+    Meta {
+        size: size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+        modified_ms: modified
+            .and_then(|t| t.to_millis().ok())
+            .and_then(|t| u64::try_from(t).ok())
+            .unwrap_or(0),
+        version: etag.unwrap_or_default().to_string(),
+    }
+}
+
+fn client_gone(e: StreamError) -> ObjectError {
+    ObjectError::Io(format!("writing the response: {e}"))
+}
+
+impl S3 {
+    /// Connect and check that the bucket is there and answers, so a wrong
+    /// endpoint, bucket or credential stops the server at start, naming it.
+    pub async fn connect(s: &S3Settings) -> anyhow::Result<S3> {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(s.region.clone()));
+        if let Some((id, secret)) = &s.credentials {
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                id,
+                secret,
+                None,
+                None,
+                "skiff config",
+            ));
+        }
+        let shared = loader.load().await;
+        let mut conf = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(s.force_path_style)
+            .retry_config(aws_config::retry::RetryConfig::adaptive().with_max_attempts(8));
+        if let Some(e) = &s.endpoint {
+            conf = conf.endpoint_url(e);
+        }
+        let store = S3 {
+            client: aws_sdk_s3::Client::from_conf(conf.build()),
+            bucket: s.bucket.clone(),
+            prefix: s.prefix.clone(),
+            part_size: s.part_size,
+        };
+        let where_ = match &s.endpoint {
+            Some(e) => format!("at {e}"),
+            None => format!("in AWS region {}", s.region),
+        };
+        store
+            .client
+            .head_bucket()
+            .bucket(&s.bucket)
+            .send()
+            .await
+            .map_err(|e| {
+                let detail = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
+                let why = match e.raw_response().map(|r| r.status().as_u16()) {
+                    Some(404) => "the bucket does not exist".to_string(),
+                    Some(403) => "access denied: check accesskey/secretkey (or the AWS credential chain) and the bucket policy".to_string(),
+                    Some(301 | 400) => "the bucket is in another region, or the endpoint is not S3".to_string(),
+                    _ => format!("the endpoint did not answer as S3 does ({detail})"),
+                };
+                anyhow::anyhow!("bucket {:?} {where_}: {why}", s.bucket)
+            })?;
+        Ok(store)
+    }
+
+    fn full(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
+    }
+
+    fn staging(&self, key: &str) -> String {
+        self.full(&format!("{STAGING}/{key}"))
+    }
+
+    fn part_key(&self, key: &str, n: u64) -> String {
+        format!("{}/part-{n:05}", self.staging(key))
+    }
+
+    async fn head(
+        &self,
+        key: &str,
+    ) -> Result<aws_sdk_s3::operation::head_object::HeadObjectOutput, ObjectError> {
+        self.client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .send()
+            .await
+            .map_err(sdk_err)
+    }
+
+    /// The session record at `key` and its version; `None` for a plain
+    /// object (written whole, e.g. an empty upload).
+    async fn session(&self, key: &str) -> Result<Option<(Session, String)>, ObjectError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        let is_session = out.metadata().is_some_and(|m| m.contains_key(SESSION_MARK));
+        if !is_session {
+            return Ok(None);
+        }
+        let etag = out.e_tag().unwrap_or_default().to_string();
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| ObjectError::Io(format!("S3: reading {key}: {e}")))?
+            .into_bytes();
+        let s: Session = serde_json::from_slice(&body)
+            .map_err(|e| ObjectError::Io(format!("{key}: a corrupt upload record: {e}")))?;
+        Ok(Some((s, etag)))
+    }
+
+    /// Write a session record, subject to `when`; its new version.
+    async fn put_session(
+        &self,
+        key: &str,
+        s: &Session,
+        when: &Condition,
+    ) -> Result<String, ObjectError> {
+        let body = serde_json::to_vec(s).map_err(|e| ObjectError::Io(e.to_string()))?;
+        let req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .metadata(SESSION_MARK, "1")
+            .metadata("skiff-size", s.size.to_string())
+            .body(ByteStream::from(body));
+        let req = match when {
+            Condition::Always => req,
+            Condition::IfAbsent => req.if_none_match("*"),
+            Condition::IfVersion(v) => req.if_match(v),
+        };
+        let out = req.send().await.map_err(sdk_err)?;
+        Ok(out.e_tag().unwrap_or_default().to_string())
+    }
+
+    /// Claim the session at `key` for one append or publish: the record
+    /// as it was, with the version that holds the claim.
+    async fn claim(
+        &self,
+        s: &Session,
+        version: &str,
+        key: &str,
+    ) -> Result<(Session, String), ObjectError> {
+        if s.lease_until_ms > now_ms() {
+            return Err(ObjectError::Busy);
+        }
+        let mut leased = s.clone();
+        leased.lease_until_ms = now_ms() + LEASE.as_millis() as u64;
+        match self
+            .put_session(key, &leased, &Condition::IfVersion(version.to_string()))
+            .await
+        {
+            Ok(v) => Ok((leased, v)),
+            Err(ObjectError::PreconditionFailed) => Err(ObjectError::Busy),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn put_bytes(&self, full_key: &str, bytes: Bytes) -> Result<(), ObjectError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(full_key)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        Ok(())
+    }
+
+    /// A whole object read into memory: only for objects known to be at
+    /// most one part.
+    async fn get_bytes(&self, full_key: &str) -> Result<Bytes, ObjectError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(full_key)
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        Ok(out
+            .body
+            .collect()
+            .await
+            .map_err(|e| ObjectError::Io(format!("S3: reading {full_key}: {e}")))?
+            .into_bytes())
+    }
+
+    /// Every S3 key under `prefix` (a full key prefix).
+    async fn keys_under(&self, prefix: &str) -> Result<Vec<String>, ObjectError> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(sdk_err)?;
+            out.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(String::from)),
+            );
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    async fn delete_keys(&self, keys: Vec<String>) -> Result<(), ObjectError> {
+        // DeleteObjects takes at most 1000 keys a request.
+        for batch in keys.chunks(1000) {
+            let ids = batch
+                .iter()
+                .map(|k| ObjectIdentifier::builder().key(k).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ObjectError::Io(e.to_string()))?;
+            let delete = Delete::builder()
+                .set_objects(Some(ids))
+                .quiet(true)
+                .build()
+                .map_err(|e| ObjectError::Io(e.to_string()))?;
+            self.client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(sdk_err)?;
+        }
+        Ok(())
+    }
+
+    /// The pieces an object's bytes are in, in order, with their sizes: the
+    /// object itself, or a session's parts and tail.
+    async fn pieces(&self, key: &str) -> Result<Vec<(String, u64)>, ObjectError> {
+        match self.session(key).await? {
+            None => {
+                let size = self.head(key).await?.content_length().unwrap_or(0);
+                Ok(vec![(self.full(key), u64::try_from(size).unwrap_or(0))])
+            }
+            Some((s, _)) => Ok(session_pieces(self, key, &s)),
+        }
+    }
+
+    /// Copy `[start, start+len)` of the pieces to `dst`, piece by piece and
+    /// range by range: never more than one read chunk in memory.
+    async fn stream_pieces(
+        &self,
+        pieces: &[(String, u64)],
+        start: u64,
+        len: u64,
+        mut sink: impl FnMut(Bytes) -> Result<(), ObjectError> + Send,
+        dst: Option<&mut DynOutputStream>,
+    ) -> Result<(), ObjectError> {
+        let mut dst = dst;
+        let mut at = 0u64;
+        let end = start
+            .checked_add(len)
+            .ok_or(ObjectError::Io("range overflows".into()))?;
+        for (key, size) in pieces {
+            let (p0, p1) = (at, at + size);
+            at = p1;
+            let (from, to) = (start.max(p0), end.min(p1));
+            if from >= to {
+                continue;
+            }
+            let mut off = from - p0;
+            while off < to - p0 {
+                let n = (to - p0 - off).min(READ_CHUNK);
+                let out = self
+                    .client
+                    .get_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .range(format!("bytes={off}-{}", off + n - 1))
+                    .send()
+                    .await
+                    .map_err(sdk_err)?;
+                let mut body = out.body;
+                let mut got = 0u64;
+                while let Some(chunk) = body
+                    .try_next()
+                    .await
+                    .map_err(|e| ObjectError::Io(format!("S3: reading {key}: {e}")))?
+                {
+                    got += chunk.len() as u64;
+                    sink(chunk.clone())?;
+                    if let Some(d) = dst.as_deref_mut() {
+                        let mut bytes = chunk;
+                        while !bytes.is_empty() {
+                            let permit = d.write_ready().await.map_err(client_gone)?;
+                            let k = permit.min(bytes.len());
+                            d.write(bytes.split_to(k)).map_err(client_gone)?;
+                        }
+                    }
+                }
+                if got != n {
+                    return Err(ObjectError::Io(format!(
+                        "{key} ended {} bytes early",
+                        n - got
+                    )));
+                }
+                off += n;
+            }
+        }
+        if end > at {
+            return Err(ObjectError::Io(format!(
+                "range ends past the object ({at} bytes)"
+            )));
+        }
+        if let Some(d) = dst {
+            d.flush().map_err(client_gone)?;
+            d.write_ready().await.map_err(client_gone)?;
+        }
+        Ok(())
+    }
+
+    /// Remove a session's staged bytes (its record stays to the caller).
+    async fn drop_staging(&self, key: &str) -> Result<(), ObjectError> {
+        let keys = self.keys_under(&format!("{}/", self.staging(key))).await?;
+        self.delete_keys(keys).await
+    }
+
+    /// Make `dst` out of `pieces` by server-side copies, in parts of
+    /// `part_size` bytes but the last; `If-None-Match: *` unless `replace`.
+    async fn assemble(
+        &self,
+        pieces: &[(String, u64)],
+        dst: &str,
+        digest: &str,
+        replace: bool,
+    ) -> Result<(), ObjectError> {
+        let dst_full = self.full(dst);
+        let total: u64 = pieces.iter().map(|(_, n)| n).sum();
+        if total == 0 {
+            // No part to copy: an empty object is an ordinary PUT.
+            let req = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&dst_full)
+                .metadata(DIGEST_META, digest)
+                .body(ByteStream::from_static(b""));
+            let req = if replace { req } else { req.if_none_match("*") };
+            req.send().await.map_err(sdk_err)?;
+            return Ok(());
+        }
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&dst_full)
+            .metadata(DIGEST_META, digest)
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        let upload_id = created.upload_id().unwrap_or_default().to_string();
+        let result = async {
+            let mut parts = Vec::new();
+            for (key, size) in pieces {
+                let mut off = 0;
+                while off < *size {
+                    let len = (size - off).min(self.part_size);
+                    let n = i32::try_from(parts.len() + 1)
+                        .ok()
+                        .filter(|n| (*n as u64) <= S3Settings::MAX_PARTS)
+                        .ok_or_else(|| ObjectError::Io("more parts than S3 allows".into()))?;
+                    let copied = self
+                        .client
+                        .upload_part_copy()
+                        .bucket(&self.bucket)
+                        .key(&dst_full)
+                        .upload_id(&upload_id)
+                        .part_number(n)
+                        .copy_source(format!("{}/{}", self.bucket, urlencoding_path(key)))
+                        .copy_source_range(format!("bytes={off}-{}", off + len - 1))
+                        .send()
+                        .await
+                        .map_err(sdk_err)?;
+                    let etag = copied
+                        .copy_part_result()
+                        .and_then(|r| r.e_tag())
+                        .unwrap_or_default()
+                        .to_string();
+                    parts.push(CompletedPart::builder().part_number(n).e_tag(etag).build());
+                    off += len;
+                }
+            }
+            let req = self
+                .client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&dst_full)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                );
+            let req = if replace { req } else { req.if_none_match("*") };
+            req.send().await.map_err(sdk_err)?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&dst_full)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
+    }
+
+    /// One append to a claimed session: stage the bytes, then replace the
+    /// record (releasing the claim).
+    async fn append(
+        &self,
+        key: &str,
+        offset: u64,
+        mut s: Session,
+        claim: &str,
+        src: &mut DynInputStream,
+        limit: Option<u64>,
+    ) -> Result<Written, ObjectError> {
+        let part = usize::try_from(s.part_size).map_err(|_| ObjectError::Io("part size".into()))?;
+        // The bytes after the last full part, continued by this append.
+        let mut buf: Vec<u8> = match &s.tail {
+            Some(t) => self.get_bytes(t).await?.to_vec(),
+            None => Vec::new(),
+        };
+        buf.reserve(part.saturating_sub(buf.len()));
+        let mut total = 0u64;
+        loop {
+            let want = match limit {
+                Some(l) if total >= l => break,
+                Some(l) => (l - total).min(1 << 20) as usize,
+                None => 1 << 20,
+            };
+            let chunk = match src.blocking_read(want).await {
+                Ok(c) => c,
+                Err(StreamError::Closed) => break,
+                Err(e) => return Err(ObjectError::Io(format!("reading the request body: {e}"))),
+            };
+            total = total
+                .checked_add(chunk.len() as u64)
+                .ok_or_else(|| ObjectError::Io("upload size overflows".into()))?;
+            s.sha256.update(&chunk);
+            let mut rest = &chunk[..];
+            while !rest.is_empty() {
+                let take = (part - buf.len()).min(rest.len());
+                buf.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                if buf.len() == part {
+                    s.parts += 1;
+                    let full = std::mem::replace(&mut buf, Vec::with_capacity(part));
+                    self.put_bytes(&self.part_key(key, s.parts), Bytes::from(full))
+                        .await?;
+                }
+            }
+        }
+        let old_tail = s.tail.take();
+        s.size = offset + total;
+        if !buf.is_empty() {
+            // A new name each time: the record names the tail that goes
+            // with its size, so a crash between the two writes loses nothing.
+            let name = format!(
+                "{}/tail-{}-{:016x}",
+                self.staging(key),
+                s.size,
+                rand::random::<u64>()
+            );
+            self.put_bytes(&name, Bytes::from(buf)).await?;
+            s.tail = Some(name);
+        }
+        s.lease_until_ms = 0;
+        match self
+            .put_session(key, &s, &Condition::IfVersion(claim.to_string()))
+            .await
+        {
+            Ok(_) => {}
+            // The lease ran out and another writer took the session.
+            Err(ObjectError::PreconditionFailed) => return Err(ObjectError::Busy),
+            Err(e) => return Err(e),
+        }
+        if let Some(t) = old_tail.filter(|t| Some(t) != s.tail.as_ref()) {
+            let _ = self.delete_keys(vec![t]).await;
+        }
+        Ok(Written {
+            size: s.size,
+            sha256: Some(s.sha256.hex()),
+        })
+    }
+
+    /// Hash an object's pieces with `algorithm`.
+    async fn hash_pieces(
+        &self,
+        pieces: &[(String, u64)],
+        algorithm: HashAlgorithm,
+    ) -> Result<String, ObjectError> {
+        let total: u64 = pieces.iter().map(|(_, s)| s).sum();
+        match algorithm {
+            HashAlgorithm::Sha256 => {
+                let mut h = sha2::Sha256::new();
+                self.stream_pieces(
+                    pieces,
+                    0,
+                    total,
+                    |b| {
+                        h.update(&b);
+                        Ok(())
+                    },
+                    None,
+                )
+                .await?;
+                Ok(hex::encode(h.finalize()))
+            }
+            HashAlgorithm::Sha512 => {
+                let mut h = Sha512::new();
+                self.stream_pieces(
+                    pieces,
+                    0,
+                    total,
+                    |b| {
+                        h.update(&b);
+                        Ok(())
+                    },
+                    None,
+                )
+                .await?;
+                Ok(hex::encode(h.finalize()))
+            }
+        }
+    }
+}
+
+fn session_pieces(s3: &S3, key: &str, s: &Session) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = (1..=s.parts)
+        .map(|n| (s3.part_key(key, n), s.part_size))
+        .collect();
+    if let Some(t) = &s.tail {
+        out.push((t.clone(), s.size - s.parts * s.part_size));
+    }
+    out
+}
+
+/// A key as `x-amz-copy-source` wants it: each segment percent-encoded.
+fn urlencoding_path(key: &str) -> String {
+    key.split('/')
+        .map(|seg| {
+            seg.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn check(key: &str) -> Result<(), ObjectError> {
+    if valid_key(key) {
+        Ok(())
+    } else {
+        Err(ObjectError::InvalidKey(key.to_string()))
+    }
+}
+
+#[async_trait]
+impl Backend for S3 {
+    fn describe(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+
+    async fn get(&self, key: &str, max: u64) -> Result<(Vec<u8>, Meta), ObjectError> {
+        check(key)?;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        let meta = meta_of(out.content_length(), out.e_tag(), out.last_modified());
+        if meta.size > max {
+            return Err(ObjectError::TooLarge(meta.size));
+        }
+        let mut body = out.body;
+        let mut bytes = Vec::with_capacity(meta.size as usize);
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| ObjectError::Io(format!("S3: reading {key}: {e}")))?
+        {
+            if (bytes.len() + chunk.len()) as u64 > max {
+                return Err(ObjectError::TooLarge(meta.size.max(max + 1)));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok((bytes, meta))
+    }
+
+    async fn put(&self, key: &str, data: Vec<u8>, when: Condition) -> Result<Meta, ObjectError> {
+        check(key)?;
+        let size = data.len() as u64;
+        let req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .body(ByteStream::from(data));
+        let req = match &when {
+            Condition::Always => req,
+            Condition::IfAbsent => req.if_none_match("*"),
+            Condition::IfVersion(v) => req.if_match(v),
+        };
+        req.send().await.map_err(sdk_err)?;
+        // S3 answers a PUT without its Last-Modified: a HEAD has it.
+        let mut m = self.stat(key).await?;
+        m.size = size;
+        Ok(m)
+    }
+
+    async fn stat(&self, key: &str) -> Result<Meta, ObjectError> {
+        check(key)?;
+        let h = self.head(key).await?;
+        let mut m = meta_of(h.content_length(), h.e_tag(), h.last_modified());
+        if let Some(size) = h
+            .metadata()
+            .filter(|m| m.contains_key(SESSION_MARK))
+            .and_then(|m| m.get("skiff-size"))
+        {
+            m.size = size.parse().unwrap_or(0);
+        }
+        Ok(m)
+    }
+
+    async fn delete(&self, key: &str, when: Condition) -> Result<(), ObjectError> {
+        check(key)?;
+        // S3 answers 204 for a key that is not there: the interface wants
+        // to know (a DELETE of an unknown blob is a 404).
+        let h = self.head(key).await?;
+        let req = self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.full(key));
+        let req = match &when {
+            Condition::Always => req,
+            Condition::IfVersion(v) => {
+                if h.e_tag() != Some(v.as_str()) {
+                    return Err(ObjectError::PreconditionFailed);
+                }
+                req.if_match(v)
+            }
+            Condition::IfAbsent => {
+                return Err(ObjectError::Io(
+                    "delete takes no if-absent condition".into(),
+                ))
+            }
+        };
+        req.send().await.map_err(sdk_err)?;
+        if h.metadata().is_some_and(|m| m.contains_key(SESSION_MARK)) {
+            self.drop_staging(key).await?;
+        }
+        Ok(())
+    }
+
+    async fn list_children(&self, prefix: &str) -> Result<Vec<Child>, ObjectError> {
+        if !valid_prefix(prefix) {
+            return Err(ObjectError::InvalidKey(prefix.to_string()));
+        }
+        let full = if prefix.is_empty() {
+            if self.prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{}/", self.prefix)
+            }
+        } else {
+            self.full(prefix)
+        };
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&full)
+                .delimiter("/")
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(sdk_err)?;
+            for p in page.common_prefixes() {
+                if let Some(name) = p.prefix().and_then(|p| p.strip_prefix(&full)) {
+                    let name = name.trim_end_matches('/');
+                    // Staging is the backend's own, not an object.
+                    if !(prefix.is_empty() && name == STAGING) {
+                        out.push(Child {
+                            name: name.to_string(),
+                            is_prefix: true,
+                        });
+                    }
+                }
+            }
+            for o in page.contents() {
+                if let Some(name) = o.key().and_then(|k| k.strip_prefix(&full)) {
+                    out.push(Child {
+                        name: name.to_string(),
+                        is_prefix: false,
+                    });
+                }
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn write_from(
+        &self,
+        key: &str,
+        offset: u64,
+        src: &mut DynInputStream,
+        limit: Option<u64>,
+    ) -> Result<Written, ObjectError> {
+        check(key)?;
+        let fresh = Session {
+            size: 0,
+            part_size: self.part_size,
+            parts: 0,
+            tail: None,
+            sha256: Sha256State::default(),
+            lease_until_ms: 0,
+        };
+        let (current, version) = if offset == 0 {
+            match self.put_session(key, &fresh, &Condition::IfAbsent).await {
+                Ok(v) => (fresh, v),
+                Err(ObjectError::PreconditionFailed) => match self.session(key).await? {
+                    Some(s) => s,
+                    None => return Err(ObjectError::PreconditionFailed),
+                },
+                Err(e) => return Err(e),
+            }
+        } else {
+            self.session(key)
+                .await?
+                .ok_or(ObjectError::PreconditionFailed)?
+        };
+        if current.size != offset {
+            return Err(ObjectError::PreconditionFailed);
+        }
+        let (s, claim) = self.claim(&current, &version, key).await?;
+        match self.append(key, offset, s, &claim, src, limit).await {
+            Ok(w) => Ok(w),
+            Err(e) => {
+                // Give the session back as it was: its bytes are where they
+                // were, and what this append staged is written over later.
+                let _ = self
+                    .put_session(key, &current, &Condition::IfVersion(claim))
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn read_to(
+        &self,
+        key: &str,
+        start: u64,
+        len: u64,
+        dst: &mut DynOutputStream,
+    ) -> Result<(), ObjectError> {
+        check(key)?;
+        let pieces = self.pieces(key).await?;
+        self.stream_pieces(&pieces, start, len, |_| Ok(()), Some(dst))
+            .await
+    }
+
+    async fn touch(&self, key: &str) -> Result<Meta, ObjectError> {
+        check(key)?;
+        // S3 has no way to set a modification time but to write the object:
+        // a copy onto itself (server-side, metadata kept).
+        let h = self.head(key).await?;
+        let full = self.full(key);
+        self.client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .copy_source(format!("{}/{}", self.bucket, urlencoding_path(&full)))
+            .set_metadata(h.metadata().cloned())
+            .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        self.stat(key).await
+    }
+
+    async fn digest(
+        &self,
+        key: &str,
+        algorithm: HashAlgorithm,
+        _priority: Priority,
+    ) -> Result<String, ObjectError> {
+        check(key)?;
+        if let (HashAlgorithm::Sha256, Some((s, _))) = (algorithm, self.session(key).await?) {
+            return Ok(s.sha256.hex());
+        }
+        let pieces = self.pieces(key).await?;
+        self.hash_pieces(&pieces, algorithm).await
+    }
+
+    async fn publish(
+        &self,
+        src: &str,
+        dst: &str,
+        expected: Content,
+    ) -> Result<Published, ObjectError> {
+        check(src)?;
+        check(dst)?;
+        let digest = format!(
+            "{}:{}",
+            match expected.algorithm {
+                HashAlgorithm::Sha256 => "sha256",
+                HashAlgorithm::Sha512 => "sha512",
+            },
+            expected.hex
+        );
+        // Claim the session, so no append slips in between the check of
+        // the digest and the publish.
+        let (session, claim) = match self.session(src).await? {
+            Some((s, v)) => {
+                let (s, claim) = self.claim(&s, &v, src).await?;
+                (Some(s), Some(claim))
+            }
+            None => (None, None),
+        };
+        let release = |s: Session, claim: String| async move {
+            let mut s = s;
+            s.lease_until_ms = 0;
+            let _ = self
+                .put_session(src, &s, &Condition::IfVersion(claim))
+                .await;
+        };
+        let pieces = match &session {
+            Some(s) => session_pieces(self, src, s),
+            None => self.pieces(src).await?,
+        };
+        let size: u64 = pieces.iter().map(|(_, n)| n).sum();
+        let actual = match (&session, expected.algorithm) {
+            (Some(s), HashAlgorithm::Sha256) => s.sha256.hex(),
+            _ => self.hash_pieces(&pieces, expected.algorithm).await?,
+        };
+        if actual != expected.hex {
+            if let (Some(s), Some(c)) = (session, claim) {
+                release(s, c).await;
+            }
+            return Err(ObjectError::DigestMismatch(actual));
+        }
+        // Already there, checked: the size, and the digest it was
+        // published under (S3 keeps the bytes' integrity itself).
+        let existing = self.head(dst).await;
+        let existed = match &existing {
+            Ok(h) => {
+                let stored = h
+                    .metadata()
+                    .and_then(|m| m.get(DIGEST_META))
+                    .map(String::as_str);
+                h.content_length() == i64::try_from(size).ok() && stored.is_none_or(|d| d == digest)
+            }
+            Err(ObjectError::NotFound) => false,
+            Err(e) => return Err(e.clone()),
+        };
+        if !existed {
+            // A blob that is there but damaged is replaced; otherwise a
+            // concurrent publish of the same content may win, which is as good.
+            match self.assemble(&pieces, dst, &digest, existing.is_ok()).await {
+                Ok(()) | Err(ObjectError::PreconditionFailed) => {}
+                Err(e) => {
+                    if let (Some(s), Some(c)) = (session, claim) {
+                        release(s, c).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.full(src))
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        self.drop_staging(src).await?;
+        Ok(Published { size, existed })
+    }
+
+    async fn copy_in(
+        &self,
+        src: &dyn Backend,
+        src_key: &str,
+        dst: &str,
+        when: Condition,
+    ) -> Result<(), ObjectError> {
+        check(src_key)?;
+        check(dst)?;
+        if !matches!(when, Condition::IfAbsent) {
+            return Err(ObjectError::Io("copy only creates new objects".into()));
+        }
+        // Only this bucket can be copied from server-side; from anywhere
+        // else the client uploads the blob instead.
+        if src.describe() != self.describe() {
+            return Err(ObjectError::NotFound);
+        }
+        if self.head(dst).await.is_ok() {
+            return Err(ObjectError::PreconditionFailed);
+        }
+        let pieces = self.pieces(src_key).await?;
+        let meta_digest = match content_digest(dst) {
+            Some(d) => {
+                let parsed: skiff_core::Digest =
+                    d.parse().map_err(|_| ObjectError::InvalidKey(dst.into()))?;
+                let alg = if parsed.algorithm().as_str() == "sha512" {
+                    HashAlgorithm::Sha512
+                } else {
+                    HashAlgorithm::Sha256
+                };
+                let h = self.head(src_key).await?;
+                let recorded = h.metadata().and_then(|m| m.get(DIGEST_META)).cloned();
+                if recorded.as_deref() != Some(d.as_str()) {
+                    let actual = self.hash_pieces(&pieces, alg).await?;
+                    if actual != parsed.hex() {
+                        return Err(ObjectError::DigestMismatch(actual));
+                    }
+                }
+                d
+            }
+            None => String::new(),
+        };
+        self.assemble(&pieces, dst, &meta_digest, false).await
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+
+    /// A store on a new, empty bucket of the endpoint (moto, in the tests).
+    pub async fn fresh_bucket(endpoint: &str, part_size: u64) -> crate::objects::suite::Fresh {
+        let bucket = format!("skiff-test-{:016x}", rand::random::<u64>());
+        let settings = S3Settings {
+            bucket: bucket.clone(),
+            prefix: "prefix/of/store".into(),
+            region: "us-east-1".into(),
+            endpoint: Some(endpoint.to_string()),
+            force_path_style: true,
+            credentials: Some(("testing".into(), "testing".into())),
+            part_size,
+        };
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+            .create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("creating a test bucket");
+        crate::objects::suite::Fresh {
+            store: std::sync::Arc::new(S3::connect(&settings).await.expect("connecting")),
+            _keep: Box::new(()),
+        }
+    }
+
+    #[test]
+    fn status_is_read_from_a_raw_response() {
+        assert_eq!(
+            status_of("Response { status: StatusCode(404), headers"),
+            Some(404)
+        );
+        assert_eq!(status_of("nothing"), None);
+    }
+}
