@@ -172,19 +172,22 @@ fn referrers(reg: &Registry, repo: &str, subject: &str, query: &str) -> (Resp, V
 /// `index.json` naming its tags with `org.opencontainers.image.ref.name`,
 /// and `blobs/sha256/<hex>` files whose content hashes to their name.
 fn assert_layout(reg: &Registry, repo: &str, expect_tags: &[&str]) {
-    let dir = reg.root().join(repo);
-    assert_eq!(
-        read_json(&dir.join("oci-layout"))["imageLayoutVersion"],
-        "1.0.0"
-    );
-    let index = read_json(&dir.join("index.json"));
+    let read = |name: &str| -> Vec<u8> {
+        reg.stored
+            .read(&format!("{repo}/{name}"))
+            .unwrap_or_else(|| panic!("{repo}: no {name}"))
+    };
+    let json = |name: &str| -> Value { serde_json::from_slice(&read(name)).unwrap() };
+    assert_eq!(json("oci-layout")["imageLayoutVersion"], "1.0.0");
+    let index = json("index.json");
     assert_eq!(index["schemaVersion"], 2);
-    let blobs = dir.join("blobs").join("sha256");
-    let mut on_disk_tags = BTreeSet::new();
+    let mut stored_tags = BTreeSet::new();
     for m in index["manifests"].as_array().expect("index manifests") {
         let d = m["digest"].as_str().unwrap();
-        let bytes = std::fs::read(blobs.join(hex_of(d)))
-            .unwrap_or_else(|_| panic!("{repo}: {d} listed but missing"));
+        let bytes = reg
+            .stored
+            .read(&format!("{repo}/blobs/sha256/{}", hex_of(d)))
+            .unwrap_or_else(|| panic!("{repo}: {d} listed but missing"));
         assert_eq!(
             m["size"].as_u64(),
             Some(bytes.len() as u64),
@@ -193,20 +196,22 @@ fn assert_layout(reg: &Registry, repo: &str, expect_tags: &[&str]) {
         assert!(m["mediaType"].is_string(), "{repo}: {m}");
         if let Some(t) = m["annotations"]["org.opencontainers.image.ref.name"].as_str() {
             assert!(
-                on_disk_tags.insert(t.to_string()),
+                stored_tags.insert(t.to_string()),
                 "{repo}: tag {t} listed twice"
             );
         }
     }
     let want: BTreeSet<String> = expect_tags.iter().map(|s| s.to_string()).collect();
-    assert_eq!(on_disk_tags, want, "{repo}: tags in index.json");
+    assert_eq!(stored_tags, want, "{repo}: tags in index.json");
     let mut n = 0;
-    for e in std::fs::read_dir(&blobs).expect("blobs/sha256") {
-        let e = e.unwrap();
-        let name = e.file_name().into_string().unwrap();
+    for name in reg.stored.files(&format!("{repo}/blobs/sha256")) {
         assert_eq!(name.len(), 64, "{repo}: odd blob name {name}");
+        let bytes = reg
+            .stored
+            .read(&format!("{repo}/blobs/sha256/{name}"))
+            .unwrap();
         assert_eq!(
-            file_sha256(&e.path()),
+            sha256(&bytes),
             format!("sha256:{name}"),
             "{repo}: blob {name} is corrupt"
         );
@@ -466,11 +471,9 @@ fn sha512_blobs_and_manifests() {
     assert_eq!(r.header("docker-content-digest"), Some(ld.as_str()));
     assert_blob(&reg, repo, &ld, &layer);
     assert!(reg
-        .root()
-        .join(repo)
-        .join("blobs/sha512")
-        .join(&ld["sha512:".len()..])
-        .is_file());
+        .stored
+        .read(&format!("{repo}/blobs/sha512/{}", &ld["sha512:".len()..]))
+        .is_some());
     // Chunked, into another repository, then a wrong sha512 is refused.
     let config = br#"{"os":"linux"}"#;
     let cd = sha512(config);
@@ -693,8 +696,8 @@ fn push_blob_wrong_digest() {
     assert_eq!(r.status, 202);
     refused(reg.close_upload(&r.location(), &claimed).send());
 
-    // Nothing under blobs/ on disk either.
-    let left = names_in(&reg.root().join(repo).join("blobs").join("sha256"));
+    // Nothing under blobs/ in the store either.
+    let left = reg.stored.files(&format!("{repo}/blobs/sha256"));
     assert_eq!(
         left.len(),
         0,

@@ -4,10 +4,13 @@
 
 mod client;
 mod engine;
+mod store;
 #[allow(unused_imports)]
 pub use client::*;
 #[allow(unused_imports)]
 pub use engine::*;
+#[allow(unused_imports)]
+pub use store::*;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -25,6 +28,8 @@ pub struct Registry {
     child: Option<Child>,
     pub port: u16,
     pub data: tempfile::TempDir,
+    /// Where its objects are, for checks of what it stored.
+    pub stored: Backing,
 }
 
 impl Registry {
@@ -46,6 +51,21 @@ impl Registry {
         Registry::spawn(command, data)
     }
 
+    /// Start on `bucket` (shared with other registries started on it),
+    /// whatever this test target's default store is.
+    pub fn start_on_bucket(
+        bucket: &std::sync::Arc<Bucket>,
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> Registry {
+        let b = bucket.clone();
+        let (mut store, cfg_path) = write_config(move |cfg| {
+            on_bucket(cfg, b);
+            edit(cfg)
+        });
+        store.stored = Backing::S3(bucket.clone());
+        Registry::spawn(skiff_command("serve", &cfg_path), store)
+    }
+
     /// Start with a config; `edit` may add keys to the JSON before it is written.
     pub fn start_with(edit: impl FnOnce(&mut serde_json::Value)) -> Registry {
         let (data, cfg_path) = write_config(edit);
@@ -61,7 +81,7 @@ impl Registry {
         Registry::spawn(command, data)
     }
 
-    fn spawn(mut command: Command, data: tempfile::TempDir) -> Registry {
+    fn spawn(mut command: Command, store: Store) -> Registry {
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -79,7 +99,8 @@ impl Registry {
         Registry {
             child: Some(child),
             port,
-            data,
+            data: store.data,
+            stored: store.stored,
         }
     }
 
@@ -91,10 +112,12 @@ impl Registry {
             .next()
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("no port in {host:?}"));
+        let data = tempfile::tempdir().unwrap();
         Registry {
             child: None,
             port,
-            data: tempfile::tempdir().unwrap(),
+            stored: Backing::Disk(data.path().join("root")),
+            data,
         }
     }
 
@@ -313,17 +336,36 @@ fn cache_dir() -> PathBuf {
 
 /// A fresh data directory with the test config (127.0.0.1 with a free
 /// port, the root inside it) as `edit` leaves it; the config's path.
-fn write_config(edit: impl FnOnce(&mut serde_json::Value)) -> (tempfile::TempDir, PathBuf) {
+fn write_config(edit: impl FnOnce(&mut serde_json::Value)) -> (Store, PathBuf) {
     let data = tempfile::tempdir().expect("tempdir");
     let mut cfg = serde_json::json!({
         "http": {"address": "127.0.0.1", "port": 0},
         "storage": {"rootDirectory": data.path().join("root")},
         "log": {"level": "warn"}
     });
+    let stored = if ON_S3 {
+        on_bucket(&mut cfg, std::sync::Arc::new(Bucket::create()))
+    } else {
+        Backing::Disk(data.path().join("root"))
+    };
     edit(&mut cfg);
     let path = config_path(data.path());
     std::fs::write(&path, cfg.to_string()).unwrap();
-    (data, path)
+    (Store { data, stored }, path)
+}
+
+/// Point a config at `bucket`.
+fn on_bucket(cfg: &mut serde_json::Value, bucket: std::sync::Arc<Bucket>) -> Backing {
+    cfg["storage"]["storageDriver"] = bucket.driver();
+    // Not on S3 yet (it would only warn).
+    cfg["storage"]["dedupe"] = false.into();
+    Backing::S3(bucket)
+}
+
+/// A test registry's data directory (config, local root) and its objects.
+pub struct Store {
+    pub data: tempfile::TempDir,
+    pub stored: Backing,
 }
 
 fn config_path(data: &Path) -> PathBuf {
