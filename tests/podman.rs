@@ -42,28 +42,6 @@ fn push_with(tool: &Engine, extra: &[&str], local: &str, dest: &str) -> String {
     fs::read_to_string(&file).unwrap().trim().to_string()
 }
 
-/// The manifest skiff holds for `reference`: its bytes hash to `digest`, it
-/// has the media type it says, and every blob it names is whole.
-fn assert_stored(reg: &Registry, repo: &str, reference: &str, digest: &str) -> Value {
-    let r = reg.get_manifest(repo, reference);
-    assert_eq!(r.status, 200, "{repo}:{reference}: {}", r.text());
-    assert_eq!(sha256(&r.body), digest, "{repo}:{reference}");
-    let m = r.json();
-    if let Some(t) = m["mediaType"].as_str() {
-        assert_eq!(r.header("content-type"), Some(t));
-    }
-    if m["layers"].is_array() {
-        let mut blobs = vec![m["config"].clone()];
-        blobs.extend(m["layers"].as_array().unwrap().iter().cloned());
-        for b in blobs {
-            let d = b["digest"].as_str().unwrap();
-            let bytes = reg.pull_blob(repo, d);
-            assert_eq!(sha256(&bytes), d, "{repo}: blob {d}");
-        }
-    }
-    m
-}
-
 /// The contents of `files` in a local image, read through its mount.
 fn files_of(podman: &Engine, image: &str, files: &[&str]) -> Vec<String> {
     let root = run(podman.cmd().args(["image", "mount", image]));

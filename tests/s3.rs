@@ -157,3 +157,159 @@ fn a_bucket_that_cannot_be_used_stops_the_server_saying_why() {
     let err = refused_start(odd);
     assert!(err.contains("storage.storageDriver.chunksize"), "{err}");
 }
+
+/// A subpath on S3 beside a default store on disk: one API serves both,
+/// each repository's objects where its store is.
+#[test]
+fn subpaths_mix_disk_and_s3() {
+    let bucket = Arc::new(Bucket::create());
+    let driver = bucket.driver();
+    let reg = Registry::start_with(|cfg| {
+        let root = cfg["storage"]["rootDirectory"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        cfg["storage"]["subPaths"] = serde_json::json!({
+            "/cloud": {
+                "rootDirectory": format!("{root}-cloud"),
+                "dedupe": false,
+                "storageDriver": driver,
+            }
+        });
+    });
+    let (lm, _) = reg.push_image("local/app", "v1", "on disk");
+    let (cm, cd) = reg.push_image("cloud/app", "v1", "in the bucket");
+    assert_eq!(reg.get_manifest("local/app", "v1").body, lm);
+    assert_eq!(reg.get_manifest("cloud/app", "v1").body, cm);
+    let catalog = reg.get("/v2/_catalog").json();
+    assert_eq!(
+        catalog["repositories"],
+        serde_json::json!(["cloud/app", "local/app"])
+    );
+
+    // Each where its store is, and nowhere else.
+    let on_s3 = Backing::S3(bucket.clone());
+    assert!(on_s3
+        .read(&format!("cloud/app/blobs/sha256/{}", hex_of(&cd)))
+        .is_some());
+    assert!(on_s3.files("local").is_empty());
+    assert!(reg.root().join("local/app/index.json").is_file());
+    assert!(!reg.root().join("cloud").exists());
+
+    // A mount from the bucket into the disk store cannot be made there:
+    // the client is asked to upload instead (202), and the upload works.
+    let layer = reg.get_manifest("cloud/app", "v1").json()["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = reg.mount("local/other", &layer, "cloud/app");
+    assert_eq!(r.status, 202, "{}", r.text());
+    let bytes = reg.pull_blob("cloud/app", &layer);
+    assert_eq!(reg.push_blob("local/other", &bytes), layer);
+    assert_eq!(reg.pull_blob("local/other", &layer), bytes);
+}
+
+/// The peak resident memory of process `pid` since the last reset, in
+/// bytes; resetting it (`clear_refs` 5) starts a new measurement.
+fn peak_rss(pid: u32, reset: bool) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    if reset {
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("resetting the peak RSS");
+    }
+    kib * 1024
+}
+
+/// A 1 GiB blob pushed (one streamed PATCH) and pulled on S3, digests
+/// checked end to end; the server's peak RSS during each stays flat.
+#[test]
+fn one_gib_blob_on_s3_with_flat_memory() {
+    const GIB: u64 = 1 << 30;
+    const LIMIT: u64 = 100 << 20;
+    let bucket = Arc::new(Bucket::create());
+    let reg = Registry::start_on_bucket(&bucket, |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("blob");
+    {
+        use rand::{RngCore, SeedableRng};
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+        let mut buf = vec![0u8; 1 << 20];
+        for _ in 0..(GIB >> 20) {
+            rng.fill_bytes(&mut buf);
+            f.write_all(&buf).unwrap();
+        }
+    }
+    let digest = file_sha256(&file);
+    let pid = reg.pid();
+    // A first request warms the instance pool; then the measurement starts.
+    assert_eq!(reg.get("/v2/").status, 200);
+    peak_rss(pid, true);
+
+    let t = Instant::now();
+    let loc = reg.open_upload("big/one").location();
+    let out = output(
+        std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %header{location}",
+                "-X",
+                "PATCH",
+            ])
+            .args(["-H", "Content-Type: application/octet-stream", "-T"])
+            .arg(&file)
+            .arg(reg.url(&loc)),
+    );
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        said.starts_with("202 "),
+        "PATCH: {said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let next = said[4..].trim().to_string();
+    let r = reg.close_upload(&next, &digest).send();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let up = t.elapsed();
+    let push_peak = peak_rss(pid, true);
+
+    let t = Instant::now();
+    let back = dir.path().join("back");
+    let out = output(
+        std::process::Command::new("curl")
+            .args(["-sS", "-f", "-o"])
+            .arg(&back)
+            .arg(reg.url(&format!("/v2/big/one/blobs/{digest}"))),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let down = t.elapsed();
+    let pull_peak = peak_rss(pid, false);
+    assert_eq!(std::fs::metadata(&back).unwrap().len(), GIB);
+    assert_eq!(file_sha256(&back), digest);
+    report(&format!(
+        "S3 (moto): 1 GiB blob pushed in {up:.1?} (server peak RSS {} MiB), pulled in {down:.1?} (peak {} MiB)",
+        push_peak >> 20,
+        pull_peak >> 20
+    ));
+    assert!(
+        push_peak < LIMIT,
+        "pushing 1 GiB took {} MiB",
+        push_peak >> 20
+    );
+    assert!(
+        pull_peak < LIMIT,
+        "pulling 1 GiB took {} MiB",
+        pull_peak >> 20
+    );
+}

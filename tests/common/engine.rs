@@ -4,6 +4,7 @@
 //! so running a pulled image shows which layers came down.
 
 use super::client::{output, run};
+use super::{sha256, Registry};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::fs;
@@ -224,4 +225,36 @@ impl Drop for Engine {
             quiet(&["rmi", "-f", id]);
         }
     }
+}
+
+/// The manifest skiff holds for `reference`: its bytes hash to `digest`, it
+/// has the media type it says, and every blob it names is whole.
+pub fn assert_stored(
+    reg: &Registry,
+    repo: &str,
+    reference: &str,
+    digest: &str,
+) -> serde_json::Value {
+    let r = reg.get_manifest(repo, reference);
+    assert_eq!(r.status, 200, "{repo}:{reference}: {}", r.text());
+    assert_eq!(sha256(&r.body), digest, "{repo}:{reference}");
+    let m = r.json();
+    if let Some(t) = m["mediaType"].as_str() {
+        assert_eq!(r.header("content-type"), Some(t));
+    }
+    if m["layers"].is_array() {
+        let mut blobs = vec![m["config"].clone()];
+        blobs.extend(m["layers"].as_array().unwrap().iter().cloned());
+        for b in blobs {
+            let d = b["digest"].as_str().unwrap();
+            let bytes = reg.pull_blob(repo, d);
+            assert_eq!(sha256(&bytes), d, "{repo}: blob {d}");
+            assert_eq!(
+                Some(bytes.len() as u64),
+                b["size"].as_u64(),
+                "{repo}: size of {d}"
+            );
+        }
+    }
+    m
 }

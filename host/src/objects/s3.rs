@@ -47,8 +47,6 @@ const SESSION_MARK: &str = "skiff-session";
 /// The digest a published blob was checked against (its user metadata).
 const DIGEST_META: &str = "skiff-digest";
 const STAGING: &str = ".skiff-staging";
-/// Reads of blob bytes go in pieces of this size.
-const READ_CHUNK: u64 = 8 << 20;
 
 pub struct S3 {
     client: aws_sdk_s3::Client,
@@ -373,12 +371,16 @@ impl S3 {
     /// The pieces an object's bytes are in, in order, with their sizes: the
     /// object itself, or a session's parts and tail.
     async fn pieces(&self, key: &str) -> Result<Vec<(String, u64)>, ObjectError> {
+        // A HEAD first: a blob is read by ranges, never by a GET of it all.
+        let h = self.head(key).await?;
+        if !is_session(&h) {
+            let size = u64::try_from(h.content_length().unwrap_or(0)).unwrap_or(0);
+            return Ok(vec![(self.full(key), size)]);
+        }
         match self.session(key).await? {
-            None => {
-                let size = self.head(key).await?.content_length().unwrap_or(0);
-                Ok(vec![(self.full(key), u64::try_from(size).unwrap_or(0))])
-            }
             Some((s, _)) => Ok(session_pieces(self, key, &s)),
+            // Replaced by a plain object between the two requests.
+            None => Box::pin(self.pieces(key)).await,
         }
     }
 
@@ -404,43 +406,41 @@ impl S3 {
             if from >= to {
                 continue;
             }
-            let mut off = from - p0;
-            while off < to - p0 {
-                let n = (to - p0 - off).min(READ_CHUNK);
-                let out = self
-                    .client
-                    .get_object()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .range(format!("bytes={off}-{}", off + n - 1))
-                    .send()
-                    .await
-                    .map_err(sdk_err)?;
-                let mut body = out.body;
-                let mut got = 0u64;
-                while let Some(chunk) = body
-                    .try_next()
-                    .await
-                    .map_err(|e| ObjectError::Io(format!("S3: reading {key}: {e}")))?
-                {
-                    got += chunk.len() as u64;
-                    sink(chunk.clone())?;
-                    if let Some(d) = dst.as_deref_mut() {
-                        let mut bytes = chunk;
-                        while !bytes.is_empty() {
-                            let permit = d.write_ready().await.map_err(client_gone)?;
-                            let k = permit.min(bytes.len());
-                            d.write(bytes.split_to(k)).map_err(client_gone)?;
-                        }
+            // One ranged GET per piece, streamed: memory stays at the
+            // body's chunk size whatever the range.
+            let (off, n) = (from - p0, to - from);
+            let out = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .range(format!("bytes={off}-{}", off + n - 1))
+                .send()
+                .await
+                .map_err(sdk_err)?;
+            let mut body = out.body;
+            let mut got = 0u64;
+            while let Some(chunk) = body
+                .try_next()
+                .await
+                .map_err(|e| ObjectError::Io(format!("S3: reading {key}: {e}")))?
+            {
+                got += chunk.len() as u64;
+                sink(chunk.clone())?;
+                if let Some(d) = dst.as_deref_mut() {
+                    let mut bytes = chunk;
+                    while !bytes.is_empty() {
+                        let permit = d.write_ready().await.map_err(client_gone)?;
+                        let k = permit.min(bytes.len());
+                        d.write(bytes.split_to(k)).map_err(client_gone)?;
                     }
                 }
-                if got != n {
-                    return Err(ObjectError::Io(format!(
-                        "{key} ended {} bytes early",
-                        n - got
-                    )));
-                }
-                off += n;
+            }
+            if got != n {
+                return Err(ObjectError::Io(format!(
+                    "{key} ended {} bytes early",
+                    n - got
+                )));
             }
         }
         if end > at {
@@ -677,6 +677,10 @@ impl S3 {
     }
 }
 
+fn is_session(h: &aws_sdk_s3::operation::head_object::HeadObjectOutput) -> bool {
+    h.metadata().is_some_and(|m| m.contains_key(SESSION_MARK))
+}
+
 fn session_pieces(s3: &S3, key: &str, s: &Session) -> Vec<(String, u64)> {
     let mut out: Vec<(String, u64)> = (1..=s.parts)
         .map(|n| (s3.part_key(key, n), s.part_size))
@@ -761,11 +765,14 @@ impl Backend for S3 {
             Condition::IfAbsent => req.if_none_match("*"),
             Condition::IfVersion(v) => req.if_match(v),
         };
-        req.send().await.map_err(sdk_err)?;
-        // S3 answers a PUT without its Last-Modified: a HEAD has it.
-        let mut m = self.stat(key).await?;
-        m.size = size;
-        Ok(m)
+        let out = req.send().await.map_err(sdk_err)?;
+        // S3 answers a PUT without its Last-Modified; this clock's time is
+        // close enough, and spares a HEAD.
+        Ok(Meta {
+            size,
+            modified_ms: now_ms(),
+            version: out.e_tag().unwrap_or_default().to_string(),
+        })
     }
 
     async fn stat(&self, key: &str) -> Result<Meta, ObjectError> {
@@ -807,7 +814,7 @@ impl Backend for S3 {
             }
         };
         req.send().await.map_err(sdk_err)?;
-        if h.metadata().is_some_and(|m| m.contains_key(SESSION_MARK)) {
+        if is_session(&h) {
             self.drop_staging(key).await?;
         }
         Ok(())
@@ -954,8 +961,10 @@ impl Backend for S3 {
         _priority: Priority,
     ) -> Result<String, ObjectError> {
         check(key)?;
-        if let (HashAlgorithm::Sha256, Some((s, _))) = (algorithm, self.session(key).await?) {
-            return Ok(s.sha256.hex());
+        if matches!(algorithm, HashAlgorithm::Sha256) && is_session(&self.head(key).await?) {
+            if let Some((s, _)) = self.session(key).await? {
+                return Ok(s.sha256.hex());
+            }
         }
         let pieces = self.pieces(key).await?;
         self.hash_pieces(&pieces, algorithm).await
