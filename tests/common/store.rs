@@ -98,6 +98,20 @@ impl Bucket {
         }
     }
 
+    /// Overwrite the object skiff keeps at `key` (a test damaging it).
+    pub fn overwrite(&self, key: &str, bytes: &[u8]) {
+        self.rt
+            .block_on(
+                self.client
+                    .put_object()
+                    .bucket(&self.name)
+                    .key(format!("{PREFIX}/{key}"))
+                    .body(bytes.to_vec().into())
+                    .send(),
+            )
+            .expect("overwriting a test object");
+    }
+
     fn read(&self, key: &str) -> Option<Vec<u8>> {
         let out = self
             .rt
