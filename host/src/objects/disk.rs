@@ -13,7 +13,7 @@
 
 use super::backend::Backend;
 use super::dedupe::DedupeCache;
-use super::keys::{content_digest, key_path, prefix_path};
+use super::keys::{algorithm_of, content_digest, digest_text, key_path, prefix_path};
 use crate::runtime::skiff::registry::objects::{
     Child, Condition, Content, HashAlgorithm, Meta, ObjectError, Published, Written,
 };
@@ -211,13 +211,6 @@ fn keep_previous(path: &Path) {
     let staged = temp_name(&prev);
     if fs::hard_link(path, &staged).is_ok() && fs::rename(&staged, &prev).is_err() {
         let _ = fs::remove_file(&staged);
-    }
-}
-
-fn algorithm_of(d: &skiff_core::Digest) -> HashAlgorithm {
-    match d.algorithm() {
-        skiff_core::Algorithm::Sha256 => HashAlgorithm::Sha256,
-        skiff_core::Algorithm::Sha512 => HashAlgorithm::Sha512,
     }
 }
 
@@ -947,14 +940,7 @@ impl Disk {
             Ok((f, size))
         })
         .await?;
-        let digest = format!(
-            "{}:{}",
-            match expected.algorithm {
-                HashAlgorithm::Sha256 => "sha256",
-                HashAlgorithm::Sha512 => "sha512",
-            },
-            expected.hex
-        );
+        let digest = digest_text(&expected);
         let result = match self.publish_new(&from, dst).await {
             Ok(()) => Ok(Published {
                 size,

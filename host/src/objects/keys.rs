@@ -1,7 +1,7 @@
 //! Object keys: which are valid (every segment a plain name, so no key can
 //! reach outside a root or prefix), and keys as filesystem paths.
 
-use crate::runtime::skiff::registry::objects::ObjectError;
+use crate::runtime::skiff::registry::objects::{Content, HashAlgorithm, ObjectError};
 use std::path::{Path, PathBuf};
 
 const MAX_KEY_LEN: usize = 1024;
@@ -46,6 +46,23 @@ pub fn content_digest(key: &str) -> Option<String> {
     let (hex, alg, blobs) = (it.next()?, it.next()?, it.next()?);
     let d = format!("{alg}:{hex}");
     (blobs == "blobs" && d.parse::<skiff_core::Digest>().is_ok()).then_some(d)
+}
+
+/// The hash algorithm a digest names.
+pub fn algorithm_of(d: &skiff_core::Digest) -> HashAlgorithm {
+    match d.algorithm() {
+        skiff_core::Algorithm::Sha256 => HashAlgorithm::Sha256,
+        skiff_core::Algorithm::Sha512 => HashAlgorithm::Sha512,
+    }
+}
+
+/// `expected` as a digest string (`sha256:<hex>`).
+pub fn digest_text(expected: &Content) -> String {
+    let alg = match expected.algorithm {
+        HashAlgorithm::Sha256 => "sha256",
+        HashAlgorithm::Sha512 => "sha512",
+    };
+    format!("{alg}:{}", expected.hex)
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@
 //! has the same size (R2 insists), and no single PUT exceeds one part.
 
 use super::backend::Backend;
-use super::keys::{content_digest, valid_key, valid_prefix};
+use super::keys::{algorithm_of, content_digest, digest_text, valid_key, valid_prefix};
 use super::resumable::Sha256State;
 pub use crate::config::S3Settings;
 use crate::runtime::skiff::registry::objects::{
@@ -641,39 +641,24 @@ impl S3 {
         pieces: &[(String, u64)],
         algorithm: HashAlgorithm,
     ) -> Result<String, ObjectError> {
-        let total: u64 = pieces.iter().map(|(_, s)| s).sum();
         match algorithm {
-            HashAlgorithm::Sha256 => {
-                let mut h = sha2::Sha256::new();
-                self.stream_pieces(
-                    pieces,
-                    0,
-                    total,
-                    |b| {
-                        h.update(&b);
-                        Ok(())
-                    },
-                    None,
-                )
-                .await?;
-                Ok(hex::encode(h.finalize()))
-            }
-            HashAlgorithm::Sha512 => {
-                let mut h = Sha512::new();
-                self.stream_pieces(
-                    pieces,
-                    0,
-                    total,
-                    |b| {
-                        h.update(&b);
-                        Ok(())
-                    },
-                    None,
-                )
-                .await?;
-                Ok(hex::encode(h.finalize()))
-            }
+            HashAlgorithm::Sha256 => self.hash_with(pieces, sha2::Sha256::new()).await,
+            HashAlgorithm::Sha512 => self.hash_with(pieces, Sha512::new()).await,
         }
+    }
+
+    async fn hash_with<H: sha2::Digest + Send>(
+        &self,
+        pieces: &[(String, u64)],
+        mut hasher: H,
+    ) -> Result<String, ObjectError> {
+        let total: u64 = pieces.iter().map(|(_, s)| s).sum();
+        let feed = |b: Bytes| {
+            hasher.update(&b);
+            Ok(())
+        };
+        self.stream_pieces(pieces, 0, total, feed, None).await?;
+        Ok(hex::encode(hasher.finalize()))
     }
 }
 
@@ -978,14 +963,7 @@ impl Backend for S3 {
     ) -> Result<Published, ObjectError> {
         check(src)?;
         check(dst)?;
-        let digest = format!(
-            "{}:{}",
-            match expected.algorithm {
-                HashAlgorithm::Sha256 => "sha256",
-                HashAlgorithm::Sha512 => "sha512",
-            },
-            expected.hex
-        );
+        let digest = digest_text(&expected);
         // Claim the session, so no append slips in between the check of
         // the digest and the publish.
         let (session, claim) = match self.session(src).await? {
@@ -1080,11 +1058,7 @@ impl Backend for S3 {
             Some(d) => {
                 let parsed: skiff_core::Digest =
                     d.parse().map_err(|_| ObjectError::InvalidKey(dst.into()))?;
-                let alg = if parsed.algorithm().as_str() == "sha512" {
-                    HashAlgorithm::Sha512
-                } else {
-                    HashAlgorithm::Sha256
-                };
+                let alg = algorithm_of(&parsed);
                 let h = self.head(src_key).await?;
                 let recorded = h.metadata().and_then(|m| m.get(DIGEST_META)).cloned();
                 if recorded.as_deref() != Some(d.as_str()) {
