@@ -609,16 +609,19 @@ impl Parse<'_> {
     }
 }
 
+/// `at.k` as true or false, if it is there.
+fn bool_at(obj: &Map<String, Value>, at: &str, k: &str) -> Result<Option<bool>> {
+    obj.get(k)
+        .map(|v| {
+            v.as_bool()
+                .with_context(|| format!("{at}.{k}: expected true or false"))
+        })
+        .transpose()
+}
+
 fn parse_store(obj: &Map<String, Value>, at: &str, base: &StoreConfig) -> Result<StoreConfig> {
     let mut s = base.clone();
-    let bool_key = |k: &str| -> Result<Option<bool>> {
-        obj.get(k)
-            .map(|v| {
-                v.as_bool()
-                    .with_context(|| format!("{at}.{k}: expected true or false"))
-            })
-            .transpose()
-    };
+    let bool_key = |k: &str| bool_at(obj, at, k);
     if let Some(v) = obj.get("rootDirectory") {
         let p = v
             .as_str()
@@ -782,14 +785,8 @@ fn parse_driver(v: &Value, at: &str) -> Result<Driver> {
             })
             .transpose()
     };
-    let flag = |k: &str, default: bool| -> Result<bool> {
-        match o.get(k) {
-            None => Ok(default),
-            Some(b) => b
-                .as_bool()
-                .with_context(|| format!("{at}.{k}: expected true or false")),
-        }
-    };
+    let flag =
+        |k: &str, default: bool| -> Result<bool> { Ok(bool_at(o, at, k)?.unwrap_or(default)) };
     match text("name")?.as_deref() {
         Some("s3") => {}
         Some(other) => bail!("{at}.name: {other:?} is not a driver skiff has (use \"s3\", or no storageDriver for local disk)"),
@@ -926,14 +923,8 @@ fn parse_policies(v: &Value, at: &str) -> Result<Vec<RetentionPolicy>> {
                 .and_then(|a| a.iter().map(|s| s.as_str().map(String::from)).collect())
                 .with_context(|| format!("{key}: expected a list of strings"))
         };
-        let flag = |k: &str, default: bool| -> Result<bool> {
-            match o.get(k) {
-                None => Ok(default),
-                Some(b) => b
-                    .as_bool()
-                    .with_context(|| format!("{at}.{k}: expected true or false")),
-            }
-        };
+        let flag =
+            |k: &str, default: bool| -> Result<bool> { Ok(bool_at(o, &at, k)?.unwrap_or(default)) };
         let repositories = match o.get("repositories") {
             Some(r) => strings(r, &format!("{at}.repositories"))?,
             None => vec!["**".to_string()],

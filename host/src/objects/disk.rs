@@ -14,6 +14,7 @@
 use super::backend::Backend;
 use super::dedupe::DedupeCache;
 use super::keys::{algorithm_of, content_digest, digest_text, key_path, prefix_path};
+use super::streams::{finish, write_all, BodyReader};
 use crate::runtime::skiff::registry::objects::{
     Child, Condition, Content, HashAlgorithm, Meta, ObjectError, Published, Written,
 };
@@ -26,7 +27,7 @@ use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, StreamError};
+use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
 /// Size of the reads and writes that move blob bytes.
 const CHUNK: usize = 1 << 20;
@@ -706,25 +707,12 @@ impl Disk {
         } else {
             self.take_partial(key, offset)
         };
-        let mut total: u64 = 0;
+        let mut body = BodyReader::new(src, limit);
         let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
-        loop {
-            let want = match limit {
-                Some(l) if total >= l => break,
-                Some(l) => (l - total).min(CHUNK as u64) as usize,
-                None => CHUNK,
-            };
-            let chunk = match src.blocking_read(want).await {
-                Ok(c) => c,
-                Err(StreamError::Closed) => break,
-                Err(e) => return Err(ObjectError::Io(format!("reading the request body: {e}"))),
-            };
+        while let Some(chunk) = body.next().await? {
             if let Some(h) = hasher.as_mut() {
                 h.update(&chunk);
             }
-            total = total
-                .checked_add(chunk.len() as u64)
-                .ok_or_else(|| ObjectError::Io("upload size overflows".into()))?;
             buf.extend_from_slice(&chunk);
             if buf.len() >= CHUNK {
                 (file, buf) = write_chunk(file, buf).await?;
@@ -737,7 +725,7 @@ impl Disk {
             file = blocking(move || file.sync_all().map(|_| file).map_err(io_err)).await?;
         }
         let size = offset
-            .checked_add(total)
+            .checked_add(body.total)
             .ok_or_else(|| ObjectError::Io("upload size overflows".into()))?;
         let sha256 = hasher.map(|h| {
             let whole = hex::encode(h.clone().finalize());
@@ -821,16 +809,9 @@ impl Disk {
                 )));
             }
             remaining -= chunk.len() as u64;
-            let mut bytes = Bytes::from(chunk);
-            while !bytes.is_empty() {
-                let permit = dst.write_ready().await.map_err(client_gone)?;
-                let n = permit.min(bytes.len());
-                dst.write(bytes.split_to(n)).map_err(client_gone)?;
-            }
+            write_all(dst, Bytes::from(chunk)).await?;
         }
-        dst.flush().map_err(client_gone)?;
-        dst.write_ready().await.map_err(client_gone)?;
-        Ok(())
+        finish(dst).await
     }
 
     pub async fn touch(&self, key: &str) -> Result<Meta, ObjectError> {
@@ -1288,10 +1269,6 @@ fn copy_hashing(
         skiff_core::Algorithm::Sha256 => hex::encode(h256.finalize()),
         skiff_core::Algorithm::Sha512 => hex::encode(h512.finalize()),
     }))
-}
-
-fn client_gone(e: StreamError) -> ObjectError {
-    ObjectError::Io(format!("writing the response: {e}"))
 }
 
 async fn write_chunk(mut file: File, buf: Vec<u8>) -> Result<(File, Vec<u8>), ObjectError> {

@@ -12,6 +12,7 @@ mod disk;
 mod keys;
 mod resumable;
 mod s3;
+mod streams;
 #[cfg(test)]
 mod suite;
 

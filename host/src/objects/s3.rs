@@ -23,6 +23,7 @@
 use super::backend::Backend;
 use super::keys::{algorithm_of, content_digest, digest_text, valid_key, valid_prefix};
 use super::resumable::Sha256State;
+use super::streams::{finish, write_all, BodyReader};
 pub use crate::config::S3Settings;
 use crate::runtime::skiff::registry::objects::{
     Child, Condition, Content, HashAlgorithm, Meta, ObjectError, Published, Written,
@@ -36,7 +37,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha512};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, StreamError};
+use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
 /// How long an append's lease lasts: longer than any one request body may
 /// stall (`http.bodyTimeout`), renewed by nothing; an append that takes
@@ -128,10 +129,6 @@ fn meta_of(
     }
 }
 
-fn client_gone(e: StreamError) -> ObjectError {
-    ObjectError::Io(format!("writing the response: {e}"))
-}
-
 impl S3 {
     /// Connect and check that the bucket is there and answers, so a wrong
     /// endpoint, bucket or credential stops the server at start, naming it.
@@ -215,14 +212,7 @@ impl S3 {
     /// The session record at `key` and its version; `None` for a plain
     /// object (written whole, e.g. an empty upload).
     async fn session(&self, key: &str) -> Result<Option<(Session, String)>, ObjectError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full(key))
-            .send()
-            .await
-            .map_err(sdk_err)?;
+        let out = self.get_object(&self.full(key), None).await?;
         let is_session = out.metadata().is_some_and(|m| m.contains_key(SESSION_MARK));
         if !is_session {
             return Ok(None);
@@ -287,6 +277,22 @@ impl S3 {
         }
     }
 
+    /// A GET of the S3 object `full_key` (of `range` of it), its body unread.
+    async fn get_object(
+        &self,
+        full_key: &str,
+        range: Option<String>,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, ObjectError> {
+        self.client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(full_key)
+            .set_range(range)
+            .send()
+            .await
+            .map_err(sdk_err)
+    }
+
     async fn put_bytes(&self, full_key: &str, bytes: Bytes) -> Result<(), ObjectError> {
         self.client
             .put_object()
@@ -302,14 +308,7 @@ impl S3 {
     /// A whole object read into memory: only for objects known to be at
     /// most one part.
     async fn get_bytes(&self, full_key: &str) -> Result<Bytes, ObjectError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(full_key)
-            .send()
-            .await
-            .map_err(sdk_err)?;
+        let out = self.get_object(full_key, None).await?;
         Ok(out
             .body
             .collect()
@@ -409,15 +408,8 @@ impl S3 {
             // One ranged GET per piece, streamed: memory stays at the
             // body's chunk size whatever the range.
             let (off, n) = (from - p0, to - from);
-            let out = self
-                .client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(key)
-                .range(format!("bytes={off}-{}", off + n - 1))
-                .send()
-                .await
-                .map_err(sdk_err)?;
+            let range = format!("bytes={off}-{}", off + n - 1);
+            let out = self.get_object(key, Some(range)).await?;
             let mut body = out.body;
             let mut got = 0u64;
             while let Some(chunk) = body
@@ -428,12 +420,7 @@ impl S3 {
                 got += chunk.len() as u64;
                 sink(chunk.clone())?;
                 if let Some(d) = dst.as_deref_mut() {
-                    let mut bytes = chunk;
-                    while !bytes.is_empty() {
-                        let permit = d.write_ready().await.map_err(client_gone)?;
-                        let k = permit.min(bytes.len());
-                        d.write(bytes.split_to(k)).map_err(client_gone)?;
-                    }
+                    write_all(d, chunk).await?;
                 }
             }
             if got != n {
@@ -449,8 +436,7 @@ impl S3 {
             )));
         }
         if let Some(d) = dst {
-            d.flush().map_err(client_gone)?;
-            d.write_ready().await.map_err(client_gone)?;
+            finish(d).await?;
         }
         Ok(())
     }
@@ -573,21 +559,8 @@ impl S3 {
             None => Vec::new(),
         };
         buf.reserve(part.saturating_sub(buf.len()));
-        let mut total = 0u64;
-        loop {
-            let want = match limit {
-                Some(l) if total >= l => break,
-                Some(l) => (l - total).min(1 << 20) as usize,
-                None => 1 << 20,
-            };
-            let chunk = match src.blocking_read(want).await {
-                Ok(c) => c,
-                Err(StreamError::Closed) => break,
-                Err(e) => return Err(ObjectError::Io(format!("reading the request body: {e}"))),
-            };
-            total = total
-                .checked_add(chunk.len() as u64)
-                .ok_or_else(|| ObjectError::Io("upload size overflows".into()))?;
+        let mut body = BodyReader::new(src, limit);
+        while let Some(chunk) = body.next().await? {
             s.sha256.update(&chunk);
             let mut rest = &chunk[..];
             while !rest.is_empty() {
@@ -603,7 +576,7 @@ impl S3 {
             }
         }
         let old_tail = s.tail.take();
-        s.size = offset + total;
+        s.size = offset + body.total;
         if !buf.is_empty() {
             // A new name each time: the record names the tail that goes
             // with its size, so a crash between the two writes loses nothing.
@@ -709,14 +682,7 @@ impl Backend for S3 {
 
     async fn get(&self, key: &str, max: u64) -> Result<(Vec<u8>, Meta), ObjectError> {
         check(key)?;
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full(key))
-            .send()
-            .await
-            .map_err(sdk_err)?;
+        let out = self.get_object(&self.full(key), None).await?;
         let meta = meta_of(out.content_length(), out.e_tag(), out.last_modified());
         if meta.size > max {
             return Err(ObjectError::TooLarge(meta.size));
