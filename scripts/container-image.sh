@@ -30,5 +30,14 @@ CTX=$(mktemp -d)
 trap 'rm -rf "$CTX"' EXIT
 cp "$BIN" "$CTX/skiff"
 cp "$ROOT/container/config.json" "$CTX/config.json"
+# The CA certificates of the machine building the image (Debian's
+# ca-certificates), so skiff can check the TLS certificates of S3 or
+# DynamoDB endpoints: a scratch image has none of its own.
+CA=/etc/ssl/certs/ca-certificates.crt
+if [ ! -s "$CA" ]; then
+    echo "error: $CA is missing; install Debian's ca-certificates package" >&2
+    exit 1
+fi
+cp "$CA" "$CTX/ca-certificates.crt"
 mkdir "$CTX/data"
 docker build -q -t "$TAG" -f "$ROOT/container/Dockerfile" "$CTX"

@@ -42,11 +42,9 @@ fn inspect(engine: &Engine, what: &str, format: &str) -> String {
         .to_string()
 }
 
-#[test]
-fn the_skiff_image_serves_as_nonroot_and_holds_itself() {
+/// Build the image around the tests' binary as `skiff-test-image:<unique>`.
+fn build_image(engine: &Engine, unique: &str) -> String {
     let bin = Path::new(env!("CARGO_BIN_EXE_skiff"));
-    let engine = Engine::docker();
-    let unique = format!("{}-{}", std::process::id(), rand::random::<u32>());
     let image = format!("skiff-test-image:{unique}");
     let out = output(
         Command::new("bash")
@@ -61,6 +59,14 @@ fn the_skiff_image_serves_as_nonroot_and_holds_itself() {
         String::from_utf8_lossy(&out.stderr)
     );
     engine.remember(&image);
+    image
+}
+
+#[test]
+fn the_skiff_image_serves_as_nonroot_and_holds_itself() {
+    let engine = Engine::docker();
+    let unique = format!("{}-{}", std::process::id(), rand::random::<u32>());
+    let image = build_image(&engine, &unique);
     assert_eq!(
         inspect(&engine, &image, "{{.Config.User}}"),
         format!("{USER}:{USER}")
@@ -135,4 +141,87 @@ fn the_skiff_image_serves_as_nonroot_and_holds_itself() {
         .unwrap_or_else(|e| panic!("{}: {e}; logs:\n{}", blob.display(), logs()));
     assert_eq!(meta.uid(), USER, "stored as the image's user");
     assert_eq!(file_sha256(&blob), digest);
+}
+
+/// The static binary in a scratch image (no NSS modules, no resolver
+/// library) reaches an S3 endpoint by host name, and stores there.
+#[test]
+fn the_image_reaches_s3_by_host_name() {
+    let engine = Engine::docker();
+    let unique = format!("{}-{}", std::process::id(), rand::random::<u32>());
+    let image = build_image(&engine, &unique);
+    let bucket = std::sync::Arc::new(Bucket::create());
+    let moto_port = std::env::var("SKIFF_TEST_S3_ENDPOINT")
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut driver = bucket.driver();
+    driver["regionendpoint"] = format!("http://motohost:{moto_port}").into();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = serde_json::json!({
+        "http": {"address": "127.0.0.1", "port": port},
+        "storage": {"rootDirectory": "/var/lib/skiff", "storageDriver": driver},
+    });
+    std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+    // Readable by the image's user.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        dir.path().join("config.json"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let running = Running {
+        container: format!("skiff-test-{unique}"),
+        volume: format!("skiff-test-data-{unique}"),
+        engine,
+    };
+    let engine = &running.engine;
+    run(engine.cmd().args([
+        "run",
+        "-d",
+        "--name",
+        &running.container,
+        "--network",
+        "host",
+        "--add-host",
+        "motohost:127.0.0.1",
+        "-v",
+        &format!("{}:/cfg:ro", dir.path().display()),
+        "-v",
+        &format!("{}:/var/lib/skiff", running.volume),
+        &image,
+        "serve",
+        "/cfg/config.json",
+    ]));
+    let host = format!("127.0.0.1:{port}");
+    let reg = Registry::attach(&host);
+    let logs = || {
+        let o = output(engine.cmd().args(["logs", &running.container]));
+        String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout)
+    };
+    let up = eventually(Duration::from_secs(60), || {
+        std::net::TcpStream::connect(&host).is_ok() && reg.get("/v2/").status == 200
+    });
+    assert!(up, "skiff in the container never served:\n{}", logs());
+    assert!(
+        !logs().contains("no native root CA certificates"),
+        "the image has no CA certificates for TLS to S3:\n{}",
+        logs()
+    );
+    let d = reg.push_blob("named/repo", b"stored by host name");
+    assert_eq!(reg.pull_blob("named/repo", &d), b"stored by host name");
+    let stored = Backing::S3(bucket).files("named/repo");
+    assert!(
+        stored.contains(&format!("blobs/sha256/{}", hex_of(&d))),
+        "{stored:?}\n{}",
+        logs()
+    );
 }

@@ -158,6 +158,70 @@ fn a_bucket_that_cannot_be_used_stops_the_server_saying_why() {
     assert!(err.contains("storage.storageDriver.chunksize"), "{err}");
 }
 
+/// A moto server of its own that checks credentials (the shared one takes
+/// any); killed on drop.
+struct StrictMoto {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl StrictMoto {
+    fn start() -> StrictMoto {
+        let python = std::env::var("SKIFF_PYTHON")
+            .expect("SKIFF_PYTHON is not set: scripts/test.sh sets it to its venv's python");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(python)
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting moto");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        assert!(
+            eventually(Duration::from_secs(30), || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            }),
+            "moto did not start"
+        );
+        StrictMoto { child, endpoint }
+    }
+}
+
+impl Drop for StrictMoto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn denied_credentials_stop_the_server_naming_them() {
+    let moto = StrictMoto::start();
+    let bucket = Bucket::create();
+    let mut driver = bucket.driver();
+    driver["regionendpoint"] = moto.endpoint.clone().into();
+    driver["accesskey"] = "AKIANOTAKEYATALL".into();
+    let err = refused_start(driver);
+    assert!(err.contains("storage.storageDriver"), "{err}");
+    assert!(
+        err.contains("access denied") && err.contains("accesskey"),
+        "{err}"
+    );
+    assert!(err.contains(&moto.endpoint), "{err}");
+}
+
 /// A subpath on S3 beside a default store on disk: one API serves both,
 /// each repository's objects where its store is.
 #[test]
@@ -318,13 +382,30 @@ fn one_gib_blob_on_s3_with_flat_memory() {
 /// push/delete workload and gcDelay, what no tag reaches is gone from the
 /// bucket and every tagged image pulls whole; scrub finds an object whose
 /// bytes were damaged in the bucket.
+///
+/// The command-line passes run beside the server, sharing its DynamoDB
+/// dedupe cache; beside a server with an embedded cache they refuse.
 #[test]
 fn gc_and_scrub_on_s3() {
     let bucket = Arc::new(Bucket::create());
+    let embedded = Registry::start_on_bucket(&Arc::new(Bucket::create()), |_| {});
+    let out = skiff_command("gc", &embedded.config_path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("dedupe cache") && err.contains("storage.rootDirectory"),
+        "{err}"
+    );
+    drop(embedded);
+
+    let table = fresh_table();
     let reg = Registry::start_on_bucket(&bucket, |cfg| {
         cfg["storage"]["gcDelay"] = "2s".into();
         // Only the foreground passes below run gc.
         cfg["storage"]["gcInterval"] = "24h".into();
+        use_dynamodb(cfg, &table);
     });
     let (_, keep) = reg.push_image("gc/app", "keep", "kept image");
     let (gone_manifest, gone) = reg.push_image("gc/app", "gone", "deleted image");

@@ -24,6 +24,10 @@ pub struct Config {
     /// `storage.maxBlobSize`: uploads that would grow past this many bytes
     /// are refused (413) and dropped; `None`: no limit.
     pub max_blob_size: Option<u64>,
+    /// `storage.remoteCache` with a DynamoDB `cacheDriver`: the dedupe
+    /// index of S3 stores, shared by every server on the bucket. `None`:
+    /// an embedded one in each store's `rootDirectory`.
+    pub remote_cache: Option<DynamoSettings>,
     pub log_level: String,
     /// Keys present in the file that skiff does not know.
     pub unknown_keys: Vec<String>,
@@ -92,6 +96,16 @@ pub enum Driver {
     S3(S3Settings),
 }
 
+/// zot's `cacheDriver` keys for DynamoDB.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DynamoSettings {
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub table: String,
+    /// Static credentials (tests); `None`: the standard AWS chain, as zot.
+    pub credentials: Option<(String, String)>,
+}
+
 /// What an S3 store is configured with (zot's `storageDriver` keys).
 #[derive(Debug, Clone, PartialEq)]
 pub struct S3Settings {
@@ -108,6 +122,11 @@ pub struct S3Settings {
     pub credentials: Option<(String, String)>,
     /// Size of the parts an upload is stored in (`chunksize`).
     pub part_size: u64,
+    /// `redirect`: blob GETs answer 307 to a presigned URL of the object.
+    pub redirect: bool,
+    /// `redirectendpoint`: the endpoint the presigned URLs name, when
+    /// clients reach the bucket by another name than the registry does.
+    pub redirect_endpoint: Option<String>,
 }
 
 impl S3Settings {
@@ -203,6 +222,7 @@ impl Default for Config {
             sub_paths: Vec::new(),
             scrub_interval: None,
             max_blob_size: None,
+            remote_cache: None,
             log_level: "info".into(),
             unknown_keys: Vec::new(),
         }
@@ -257,6 +277,8 @@ const KNOWN: &[&str] = &[
     "storage.storageDriver.accesskey",
     "storage.storageDriver.secretkey",
     "storage.storageDriver.chunksize",
+    "storage.storageDriver.redirect",
+    "storage.storageDriver.redirectendpoint",
     "storage.subPaths.*.storageDriver",
     "storage.subPaths.*.storageDriver.name",
     "storage.subPaths.*.storageDriver.rootdirectory",
@@ -269,9 +291,14 @@ const KNOWN: &[&str] = &[
     "storage.subPaths.*.storageDriver.accesskey",
     "storage.subPaths.*.storageDriver.secretkey",
     "storage.subPaths.*.storageDriver.chunksize",
+    "storage.subPaths.*.storageDriver.redirect",
+    "storage.subPaths.*.storageDriver.redirectendpoint",
     "storage.cacheDriver",
     "storage.cacheDriver.name",
     "storage.cacheDriver.rootDir",
+    "storage.cacheDriver.endpoint",
+    "storage.cacheDriver.region",
+    "storage.cacheDriver.cacheTablename",
     "storage.remoteCache",
     "storage.subPaths",
     "storage.subPaths.*",
@@ -370,10 +397,13 @@ impl Config {
             .map(|k| format!("{k}: unknown key, ignored"))
             .collect();
         for (prefix, store) in self.stores() {
-            if matches!(store.driver, Driver::S3(_)) && store.dedupe {
+            if matches!(store.driver, Driver::S3(_)) && self.remote_cache.is_none() {
                 let at = prefix.map_or("storage".to_string(), |p| format!("storage.subPaths./{p}"));
                 out.push(format!(
-                    "{at}.dedupe: not yet on S3; each repository keeps its own copy of a blob"
+                    "{at}.storageDriver: the dedupe cache is embedded in {}, so only one server \
+                     may use this bucket; for several, set storage.remoteCache with a \
+                     \"dynamodb\" cacheDriver",
+                    store.root_directory.display()
                 ));
             }
         }
@@ -394,6 +424,15 @@ impl Config {
         let mut storage = store_json(&self.storage);
         if let Some(n) = self.max_blob_size {
             storage["maxBlobSize"] = n.into();
+        }
+        if let Some(d) = &self.remote_cache {
+            storage["remoteCache"] = true.into();
+            storage["cacheDriver"] = json!({
+                "name": "dynamodb",
+                "endpoint": d.endpoint,
+                "region": d.region,
+                "cacheTablename": d.table,
+            });
         }
         if !self.sub_paths.is_empty() {
             let subs: Map<String, Value> = self
@@ -522,14 +561,8 @@ impl Parse<'_> {
             Ok(s) => self.cfg.storage = s,
             Err(e) => self.errors.push(e),
         }
-        if let Some(name) = self.get("storage.cacheDriver.name") {
-            let n = name.as_str().unwrap_or_default();
-            // zot's embedded cache is boltdb; skiff's is redb, in the same place.
-            if !["redb", "boltdb"].contains(&n) {
-                self.errors.push(anyhow::anyhow!(
-                    "storage.cacheDriver.name: {name} is not supported (use \"redb\")"
-                ));
-            }
+        if let Err(e) = self.cache_driver() {
+            self.errors.push(e);
         }
         let Some(subs) = storage.get("subPaths") else {
             return Ok(());
@@ -545,6 +578,56 @@ impl Parse<'_> {
             }
         }
         Ok(())
+    }
+
+    /// `storage.cacheDriver` and `storage.remoteCache`, as zot has them.
+    fn cache_driver(&mut self) -> Result<()> {
+        let remote = match self.get("storage.remoteCache") {
+            None => false,
+            Some(v) => v
+                .as_bool()
+                .context("storage.remoteCache: expected true or false")?,
+        };
+        let text = |p: &Parse, k: &str| -> Result<Option<String>> {
+            p.get(&format!("storage.cacheDriver.{k}"))
+                .map(|v| {
+                    v.as_str()
+                        .map(String::from)
+                        .with_context(|| format!("storage.cacheDriver.{k}: expected a string"))
+                })
+                .transpose()
+        };
+        let name = text(self, "name")?;
+        match name.as_deref() {
+            None if remote => {
+                bail!("storage.remoteCache: true needs a storage.cacheDriver with name \"dynamodb\"")
+            }
+            None => Ok(()),
+            // zot's embedded cache is boltdb; skiff's is redb, in the same place.
+            Some("redb" | "boltdb") if remote => bail!(
+                "storage.remoteCache: true needs storage.cacheDriver.name \"dynamodb\"; {:?} is embedded",
+                name.unwrap_or_default()
+            ),
+            Some("redb" | "boltdb") => Ok(()),
+            Some("dynamodb") if !remote => bail!(
+                "storage.cacheDriver.name: \"dynamodb\" is used only with storage.remoteCache: true"
+            ),
+            Some("dynamodb") => {
+                let table = text(self, "cacheTablename")?
+                    .filter(|t| !t.is_empty())
+                    .context("storage.cacheDriver.cacheTablename: required for dynamodb")?;
+                self.cfg.remote_cache = Some(DynamoSettings {
+                    endpoint: text(self, "endpoint")?.filter(|e| !e.is_empty()),
+                    region: text(self, "region")?.unwrap_or_else(|| "us-east-1".into()),
+                    table,
+                    credentials: None,
+                });
+                Ok(())
+            }
+            Some(other) => bail!(
+                "storage.cacheDriver.name: {other:?} is not supported (use \"redb\", or \"dynamodb\" with remoteCache)"
+            ),
+        }
     }
 
     fn sub_path(&self, key: &str, path: &str, v: &Value) -> Result<SubPath> {
@@ -572,8 +655,38 @@ impl Parse<'_> {
     }
 
     fn max_blob_size(&mut self) -> Result<()> {
-        if let Some(v) = self.get("storage.maxBlobSize") {
-            self.cfg.max_blob_size = Some(parse_size(v, "storage.maxBlobSize")?);
+        let Some(v) = self.get("storage.maxBlobSize") else {
+            return Ok(());
+        };
+        let max = parse_size(v, "storage.maxBlobSize")?;
+        self.cfg.max_blob_size = Some(max);
+        // An S3 upload has at most 10,000 parts of `chunksize`: without a
+        // chunksize, it is chosen large enough for the largest blob.
+        let needed = max
+            .div_ceil(S3Settings::MAX_PARTS)
+            .next_multiple_of(1 << 20);
+        let root = self.root;
+        let mut stores: Vec<(String, &mut StoreConfig)> =
+            vec![("storage".to_string(), &mut self.cfg.storage)];
+        for sp in &mut self.cfg.sub_paths {
+            stores.push((format!("storage.subPaths./{}", sp.prefix), &mut sp.store));
+        }
+        for (at, store) in stores {
+            let Driver::S3(d) = &mut store.driver else {
+                continue;
+            };
+            if d.part_size >= needed {
+                continue;
+            }
+            let key = format!("{at}.storageDriver.chunksize");
+            if lookup(root, &key).is_some() {
+                bail!(
+                    "storage.maxBlobSize: {max} bytes do not fit in S3's 10,000 parts of \
+                     {key} ({} bytes); make it at least {needed}",
+                    d.part_size
+                );
+            }
+            d.part_size = needed.min(S3Settings::MAX_PART);
         }
         Ok(())
     }
@@ -716,6 +829,10 @@ fn store_json(s: &StoreConfig) -> Value {
         if let Some(e) = &d.endpoint {
             driver["regionendpoint"] = e.as_str().into();
         }
+        driver["redirect"] = d.redirect.into();
+        if let Some(e) = &d.redirect_endpoint {
+            driver["redirectendpoint"] = e.as_str().into();
+        }
         if let Some((id, _)) = &d.credentials {
             // The secret is not printed; the key id says which one is used.
             driver["accesskey"] = id.as_str().into();
@@ -800,7 +917,7 @@ fn parse_driver(v: &Value, at: &str) -> Result<Driver> {
     if flag("skipverify", false)? {
         bail!("{at}.skipverify: not supported yet; refusing to talk to the store without checking its certificate");
     }
-    let endpoint = text("regionendpoint")?.filter(|e| !e.is_empty()).map(|e| {
+    let with_scheme = |e: String| {
         if e.contains("://") {
             e
         } else if secure {
@@ -808,7 +925,13 @@ fn parse_driver(v: &Value, at: &str) -> Result<Driver> {
         } else {
             format!("http://{e}")
         }
-    });
+    };
+    let endpoint = text("regionendpoint")?
+        .filter(|e| !e.is_empty())
+        .map(with_scheme);
+    let redirect_endpoint = text("redirectendpoint")?
+        .filter(|e| !e.is_empty())
+        .map(with_scheme);
     let credentials = match (text("accesskey")?, text("secretkey")?) {
         (Some(a), Some(s)) if !a.is_empty() => Some((a, s)),
         (None, None) => None,
@@ -835,6 +958,8 @@ fn parse_driver(v: &Value, at: &str) -> Result<Driver> {
         force_path_style: flag("forcepathstyle", false)?,
         credentials,
         part_size,
+        redirect: flag("redirect", false)?,
+        redirect_endpoint,
     }))
 }
 

@@ -95,6 +95,24 @@ pub async fn gc_all(
         }
         out.push(GcOutcome { repo, result });
     }
+    // What the backends leave outside repositories: S3 multipart uploads
+    // and staged parts of sessions no record names any more.
+    for (i, (backend, (_, store))) in rt.objects().stores().zip(cfg.stores()).enumerate() {
+        if !store.gc || !stores(i) {
+            continue;
+        }
+        match backend.sweep(store.gc_delay).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                store = backend.describe(),
+                removed = n,
+                "gc: abandoned upload parts"
+            ),
+            Err(e) => {
+                tracing::warn!(store = backend.describe(), error = ?e, "gc: sweeping abandoned upload parts failed")
+            }
+        }
+    }
     Ok(out)
 }
 

@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::config::Driver;
 use crate::http::Serving;
 use crate::metrics::Metrics;
-use crate::objects::{Backend, Disk, Objects, S3};
+use crate::objects::{Backend, Disk, DynamoHolders, Holders, Objects, RedbHolders, S3};
 use crate::runtime::{Limits, Runtime};
 use crate::scheduler;
 use crate::shutdown::{Phase, Signals, Stopped, CUT_OFF_GRACE};
@@ -300,16 +300,20 @@ pub enum Use {
 /// The default store and one per subpath, each in its own root directory
 /// or bucket prefix.
 pub async fn open_stores(cfg: &Config, how: Use) -> Result<Objects> {
-    let default = open_store(&cfg.storage, "storage", how).await?;
+    let default = open_store(cfg, &cfg.storage, "storage", how).await?;
     let mut subs = Vec::new();
     for sp in &cfg.sub_paths {
         let key = format!("storage.subPaths./{}", sp.prefix);
-        subs.push((sp.prefix.clone(), open_store(&sp.store, &key, how).await?));
+        subs.push((
+            sp.prefix.clone(),
+            open_store(cfg, &sp.store, &key, how).await?,
+        ));
     }
     Ok(Objects::new(default, subs))
 }
 
 async fn open_store(
+    cfg: &Config,
     s: &crate::config::StoreConfig,
     key: &str,
     how: Use,
@@ -328,10 +332,30 @@ async fn open_store(
                 })?;
             Ok(Arc::new(disk))
         }
-        Driver::S3(settings) => Ok(Arc::new(
-            S3::connect(settings)
+        Driver::S3(settings) => {
+            let s3 = S3::connect(settings)
                 .await
-                .with_context(|| format!("{key}.storageDriver"))?,
-        )),
+                .with_context(|| format!("{key}.storageDriver"))?;
+            // The index is opened even with dedupe off: references made
+            // while it was on are still resolved through it.
+            let holders: Arc<dyn Holders> = match &cfg.remote_cache {
+                Some(d) => Arc::new(
+                    DynamoHolders::connect(d, s3.describe())
+                        .await
+                        .context("storage.cacheDriver")?,
+                ),
+                None => {
+                    let root = &s.root_directory;
+                    std::fs::create_dir_all(root).with_context(|| {
+                        format!("{key}.rootDirectory: cannot create {}", root.display())
+                    })?;
+                    Arc::new(
+                        RedbHolders::open(&root.join(crate::objects::CACHE_FILE))
+                            .with_context(|| format!("{key}.rootDirectory"))?,
+                    )
+                }
+            };
+            Ok(Arc::new(s3.with_holders(holders, s.dedupe)))
+        }
     }
 }

@@ -5,12 +5,15 @@
 mod client;
 mod engine;
 mod store;
+mod throttle;
 #[allow(unused_imports)]
 pub use client::*;
 #[allow(unused_imports)]
 pub use engine::*;
 #[allow(unused_imports)]
 pub use store::*;
+#[allow(unused_imports)]
+pub use throttle::*;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -357,8 +360,6 @@ fn write_config(edit: impl FnOnce(&mut serde_json::Value)) -> (Store, PathBuf) {
 /// Point a config at `bucket`.
 fn on_bucket(cfg: &mut serde_json::Value, bucket: std::sync::Arc<Bucket>) -> Backing {
     cfg["storage"]["storageDriver"] = bucket.driver();
-    // Not on S3 yet (it would only warn).
-    cfg["storage"]["dedupe"] = false.into();
     Backing::S3(bucket)
 }
 
@@ -378,8 +379,27 @@ pub fn skiff_command(command: &str, config: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_skiff"));
     c.arg(command)
         .arg(config)
-        .env("SKIFF_CACHE_DIR", cache_dir());
+        .env("SKIFF_CACHE_DIR", cache_dir())
+        // For DynamoDB (`remoteCache`), which takes credentials from the
+        // standard chain only, as zot's; moto accepts any.
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing");
     c
+}
+
+/// GET an absolute `http://host:port/...` URL (a redirect's target).
+pub fn http_get(url: &str) -> Resp {
+    let rest = url
+        .strip_prefix("http://")
+        .unwrap_or_else(|| panic!("not a plain http URL: {url}"));
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut s = TcpStream::connect(host).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    Resp::parse(&raw, false)
 }
 
 /// Append a query to a Location, which may already carry one.

@@ -72,6 +72,16 @@ impl Bucket {
     }
 
     fn keys(&self, prefix: &str) -> Vec<String> {
+        self.objects(prefix).into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// Bytes of every object in the bucket, whatever their prefix.
+    pub fn bytes_stored(&self) -> u64 {
+        self.objects("").iter().map(|(_, n)| n).sum()
+    }
+
+    /// Every object under `prefix` with its size.
+    fn objects(&self, prefix: &str) -> Vec<(String, u64)> {
         let mut out = Vec::new();
         let mut token = None;
         loop {
@@ -86,11 +96,10 @@ impl Bucket {
                         .send(),
                 )
                 .expect("listing the test bucket");
-            out.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(String::from)),
-            );
+            out.extend(page.contents().iter().filter_map(|o| {
+                let size = u64::try_from(o.size().unwrap_or(0)).unwrap_or(0);
+                Some((o.key()?.to_string(), size))
+            }));
             match page.next_continuation_token() {
                 Some(t) => token = Some(t.to_string()),
                 None => return out,
@@ -112,14 +121,93 @@ impl Bucket {
             .expect("overwriting a test object");
     }
 
+    /// Start a multipart upload at `key` under skiff's prefix and leave it
+    /// (a publish that crashed).
+    pub fn abandon_multipart_upload(&self, key: &str) {
+        let key = format!("{PREFIX}/{key}");
+        let made = self
+            .rt
+            .block_on(
+                self.client
+                    .create_multipart_upload()
+                    .bucket(&self.name)
+                    .key(&key)
+                    .send(),
+            )
+            .expect("creating a multipart upload");
+        self.rt
+            .block_on(
+                self.client
+                    .upload_part()
+                    .bucket(&self.name)
+                    .key(&key)
+                    .upload_id(made.upload_id().unwrap())
+                    .part_number(1)
+                    .body(vec![7u8; 1024].into())
+                    .send(),
+            )
+            .expect("uploading a part");
+    }
+
+    /// Multipart uploads in progress in the bucket.
+    pub fn multipart_uploads(&self) -> usize {
+        self.rt
+            .block_on(
+                self.client
+                    .list_multipart_uploads()
+                    .bucket(&self.name)
+                    .send(),
+            )
+            .expect("listing multipart uploads")
+            .uploads()
+            .len()
+    }
+
+    /// The bytes `key` stands for: its own, or, for a dedupe reference
+    /// (an empty object naming a digest), those of the copy of that blob
+    /// that holds them, found by looking through the bucket.
     fn read(&self, key: &str) -> Option<Vec<u8>> {
+        let (bytes, is_ref) = self.read_raw(key)?;
+        if !is_ref {
+            return Some(bytes);
+        }
+        let name = key.rsplit_once("/blobs/")?.1;
+        self.keys(&format!("{PREFIX}/"))
+            .into_iter()
+            .filter(|k| k != key && k.ends_with(&format!("/blobs/{name}")))
+            .find_map(|k| match self.read_raw(&k) {
+                Some((b, false)) => Some(b),
+                _ => None,
+            })
+    }
+
+    /// An object's bytes, and whether it is a dedupe reference.
+    fn read_raw(&self, key: &str) -> Option<(Vec<u8>, bool)> {
         let out = self
             .rt
             .block_on(self.client.get_object().bucket(&self.name).key(key).send())
             .ok()?;
+        let is_ref = out.metadata().is_some_and(|m| m.contains_key("skiff-ref"));
         let bytes = self.rt.block_on(out.body.collect()).ok()?;
-        Some(bytes.into_bytes().to_vec())
+        Some((bytes.into_bytes().to_vec(), is_ref))
     }
+}
+
+/// Give a registry config the DynamoDB dedupe cache (`remoteCache`) on the
+/// test endpoint, in a table of its own unless `table` names a shared one.
+pub fn use_dynamodb(cfg: &mut serde_json::Value, table: &str) {
+    cfg["storage"]["remoteCache"] = true.into();
+    cfg["storage"]["cacheDriver"] = serde_json::json!({
+        "name": "dynamodb",
+        "endpoint": endpoint(),
+        "region": "us-east-1",
+        "cacheTablename": table,
+    });
+}
+
+/// A table name no other test uses.
+pub fn fresh_table() -> String {
+    format!("skiff-test-{:016x}", rand::random::<u64>())
 }
 
 impl Backing {

@@ -29,6 +29,12 @@ pub fn read(
     }
 }
 
+/// A URL serving the blob's bytes directly, if the store has one.
+pub fn locate(repo: &str, digest: &str) -> Option<String> {
+    let d = keys::digest(digest).ok()?;
+    objects::locate(&keys::blob(repo, &d))
+}
+
 /// Delete a blob. A manifest that `index.json` lists is refused: deleting
 /// its bytes from under a tag would leave the tag answering 404; it goes
 /// through the manifests endpoint, which untags it too.

@@ -84,6 +84,10 @@ impl Guest for Storage {
         blobs::delete(&repo, &digest)
     }
 
+    fn blob_locate(repo: String, digest: String) -> Option<String> {
+        blobs::locate(&repo, &digest)
+    }
+
     fn blob_mount(repo: String, digest: String, source: String) -> Result<u64, Error> {
         blobs::mount(&repo, &digest, &source)
     }

@@ -98,6 +98,11 @@ pub fn append(
         }
         // Finished or cancelled while this request waited.
         Err(ObjectError::NotFound) => return Err(Error::BlobUploadUnknown),
+        // More than the store can hold in one object (S3's 10,000 parts).
+        Err(ObjectError::TooLarge(cap)) => {
+            cancel(repo, id)?;
+            return Err(Error::BlobTooLarge(cap));
+        }
         Err(e) => return Err(e.into()),
     };
     let got = written.size.saturating_sub(current);

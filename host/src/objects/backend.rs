@@ -64,6 +64,19 @@ pub trait Backend: Send + Sync {
         when: Condition,
     ) -> Result<(), ObjectError>;
 
+    /// A presigned URL serving `key`'s bytes, for a backend set to hand
+    /// them out (S3 with `redirect`).
+    async fn locate(&self, _key: &str) -> Option<String> {
+        None
+    }
+
+    /// Remove what the backend itself left behind older than `older_than`
+    /// (abandoned multipart uploads, staged parts no session names); the
+    /// number of things removed. Run by gc, with its delay.
+    async fn sweep(&self, _older_than: std::time::Duration) -> Result<u64, ObjectError> {
+        Ok(0)
+    }
+
     /// The file holding `key`, for a backend that has files.
     fn local_path(&self, _key: &str) -> Option<PathBuf> {
         None

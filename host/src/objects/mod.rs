@@ -9,7 +9,9 @@
 mod backend;
 mod dedupe;
 mod disk;
+mod holders;
 mod keys;
+pub mod requests;
 mod resumable;
 mod s3;
 mod streams;
@@ -17,7 +19,8 @@ mod streams;
 mod suite;
 
 pub use backend::Backend;
-pub use disk::Disk;
+pub use disk::{Disk, CACHE_FILE};
+pub use holders::{DynamoHolders, Holders, RedbHolders};
 pub use s3::S3;
 
 use crate::runtime::skiff::registry::objects::{
@@ -174,6 +177,10 @@ impl Host for Ctx {
             .store_for(&dst)
             .publish(&src, &dst, expected)
             .await
+    }
+
+    async fn locate(&mut self, key: String) -> Option<String> {
+        self.objects.store_for(&key).locate(&key).await
     }
 
     async fn copy(&mut self, src: String, dst: String, when: Condition) -> Result<(), ObjectError> {

@@ -45,6 +45,8 @@ const CASES: &[(&str, Case)] = cases![
     publish_checks_the_digest,
     publish_of_content_already_there,
     copies_check_blob_digests,
+    one_blob_in_many_repositories,
+    deletes_race_publishes_of_one_blob,
     invalid_keys_are_refused,
 ];
 
@@ -514,6 +516,89 @@ async fn copies_check_blob_digests(s: Arc<dyn Backend>) {
     s.delete(&to, Condition::Always).await.unwrap();
 }
 
+/// Publish `bytes` through an upload into `repo`'s blob key.
+async fn push_into(s: &dyn Backend, repo: &str, bytes: &[u8]) -> String {
+    let src = format!("{repo}/.uploads/{:016x}/data", rand::random::<u64>());
+    s.write_from(&src, 0, &mut input(bytes), None)
+        .await
+        .unwrap();
+    let dst = format!("{repo}/blobs/sha256/{}", sha256_hex(bytes));
+    s.publish(&src, &dst, sha256_of(bytes)).await.unwrap();
+    dst
+}
+
+async fn assert_holds(s: &dyn Backend, key: &str, bytes: &[u8]) {
+    assert_eq!(s.stat(key).await.unwrap().size, bytes.len() as u64, "{key}");
+    assert_eq!(s.get(key, 1 << 20).await.unwrap().0, bytes, "{key}");
+    let n = bytes.len() as u64;
+    assert_eq!(read_all(s, key, 1, n - 2).await, bytes[1..bytes.len() - 1]);
+    assert_eq!(
+        s.digest(key, HashAlgorithm::Sha256, Priority::Request)
+            .await
+            .unwrap(),
+        sha256_hex(bytes)
+    );
+}
+
+/// One blob pushed into several repositories and mounted into another
+/// (what dedupe stores once): deleting any copy, the first included,
+/// leaves every other one whole.
+async fn one_blob_in_many_repositories(s: Arc<dyn Backend>) {
+    let bytes = b"a layer shared by many repositories".repeat(40);
+    let mut keys = Vec::new();
+    for r in 0..4 {
+        keys.push(push_into(s.as_ref(), &format!("many/r{r}"), &bytes).await);
+    }
+    let mounted = format!("many/mounted/blobs/sha256/{}", sha256_hex(&bytes));
+    s.copy_in(s.as_ref(), &keys[1], &mounted, Condition::IfAbsent)
+        .await
+        .unwrap();
+    keys.push(mounted);
+    while let Some(gone) = (!keys.is_empty()).then(|| keys.remove(0)) {
+        s.delete(&gone, Condition::Always).await.unwrap();
+        assert!(matches!(s.stat(&gone).await, Err(ObjectError::NotFound)));
+        for k in &keys {
+            assert_holds(s.as_ref(), k, &bytes).await;
+        }
+    }
+}
+
+/// Sixteen writers publish one blob into repositories of their own while
+/// others delete copies: every copy not deleted stays whole.
+async fn deletes_race_publishes_of_one_blob(s: Arc<dyn Backend>) {
+    let bytes = b"raced".repeat(1000);
+    let first = push_into(s.as_ref(), "race/first", &bytes).await;
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let (s, bytes, first) = (s.clone(), bytes.clone(), first.clone());
+        tasks.push(tokio::spawn(async move {
+            let key = push_into(s.as_ref(), &format!("race/r{i}"), &bytes).await;
+            if i == 0 {
+                // The first copy goes while the others are being made.
+                s.delete(&first, Condition::Always).await.unwrap();
+            }
+            // Half the copies go again at once.
+            if i % 2 == 1 {
+                s.delete(&key, Condition::Always).await.unwrap();
+                None
+            } else {
+                Some(key)
+            }
+        }));
+    }
+    let mut kept = Vec::new();
+    for t in tasks {
+        kept.extend(t.await.unwrap());
+    }
+    assert_eq!(kept.len(), 8);
+    for k in &kept {
+        assert_holds(s.as_ref(), k, &bytes).await;
+    }
+    for k in &kept {
+        s.delete(k, Condition::Always).await.unwrap();
+    }
+}
+
 async fn invalid_keys_are_refused(s: Arc<dyn Backend>) {
     for bad in ["", "/a", "a/", "a//b", "..", "a/../b", "./a", "a\0b"] {
         assert!(
@@ -556,5 +641,15 @@ fn disk_store(commit: bool, dedupe: bool) -> Fresh {
 async fn s3() {
     let endpoint = std::env::var("SKIFF_TEST_S3_ENDPOINT")
         .expect("SKIFF_TEST_S3_ENDPOINT is not set: scripts/test.sh starts moto and sets it");
-    run(|| super::s3::tests::fresh_bucket(&endpoint, 5 << 20)).await;
+    run(|| super::s3::tests::fresh_bucket(&endpoint, 5 << 20, false)).await;
+}
+
+/// S3 with dedupe (references and the embedded holders index), and with
+/// every touch of a non-empty object taking the part-by-part copy that
+/// objects over 5 GiB need.
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_with_dedupe() {
+    let endpoint = std::env::var("SKIFF_TEST_S3_ENDPOINT")
+        .expect("SKIFF_TEST_S3_ENDPOINT is not set: scripts/test.sh starts moto and sets it");
+    run(|| super::s3::tests::fresh_bucket(&endpoint, 5 << 20, true)).await;
 }

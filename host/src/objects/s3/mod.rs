@@ -19,8 +19,16 @@
 //! copies into one multipart upload completed with `If-None-Match: *`:
 //! the bytes never pass through the host again, every part but the last
 //! has the same size (R2 insists), and no single PUT exceeds one part.
+//!
+//! Dedupe (`refs`): a blob already stored in another repository becomes a
+//! *reference*, an empty object naming the digest, resolved through the
+//! holders index (`super::holders`).
+
+mod refs;
+mod sweep;
 
 use super::backend::Backend;
+use super::holders::Holders;
 use super::keys::{algorithm_of, content_digest, digest_text, valid_key, valid_prefix};
 use super::resumable::Sha256State;
 use super::streams::{finish, write_all, BodyReader};
@@ -48,13 +56,35 @@ const SESSION_MARK: &str = "skiff-session";
 /// The digest a published blob was checked against (its user metadata).
 const DIGEST_META: &str = "skiff-digest";
 const STAGING: &str = ".skiff-staging";
+/// Marks a reference (dedupe): its value is the digest it stands for.
+const REF_MARK: &str = "skiff-ref";
+/// The size of what a session record or a reference stands for.
+const SIZE_META: &str = "skiff-size";
 
 pub struct S3 {
     client: aws_sdk_s3::Client,
     bucket: String,
     prefix: String,
     part_size: u64,
+    /// The dedupe index, which resolves references. Present whenever the
+    /// store may hold references, even with dedupe turned off since.
+    holders: Option<std::sync::Arc<dyn Holders>>,
+    /// New blobs already stored elsewhere become references.
+    dedupe: bool,
+    /// The largest object S3 copies in one request (5 GiB); larger ones
+    /// are copied part by part.
+    max_copy: u64,
+    /// With `redirect`: the client that signs the URLs blob GETs are sent
+    /// to (naming `redirectendpoint` if there is one).
+    presigner: Option<aws_sdk_s3::Client>,
+    /// Digests computed in this scrub pass, by the S3 object hashed and
+    /// the algorithm: the bytes behind many references are read once.
+    pass_hashes: std::sync::Mutex<std::collections::HashMap<(String, u8), String>>,
 }
+
+/// How long a presigned URL of a redirect stays good: long enough for a
+/// client to start the download, short enough not to be worth leaking.
+const PRESIGNED_FOR: Duration = Duration::from_secs(20 * 60);
 
 /// An upload session's record: all it takes to continue or publish it.
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -147,15 +177,28 @@ impl S3 {
         let shared = loader.load().await;
         let mut conf = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(s.force_path_style)
-            .retry_config(aws_config::retry::RetryConfig::adaptive().with_max_attempts(8));
+            .retry_config(super::requests::retries())
+            .interceptor(super::requests::CountRequests);
         if let Some(e) = &s.endpoint {
             conf = conf.endpoint_url(e);
         }
+        let presigner = s.redirect.then(|| {
+            let mut c = conf.clone();
+            if let Some(e) = &s.redirect_endpoint {
+                c = c.endpoint_url(e);
+            }
+            aws_sdk_s3::Client::from_conf(c.build())
+        });
         let store = S3 {
             client: aws_sdk_s3::Client::from_conf(conf.build()),
+            presigner,
             bucket: s.bucket.clone(),
             prefix: s.prefix.clone(),
             part_size: s.part_size,
+            holders: None,
+            pass_hashes: Default::default(),
+            dedupe: false,
+            max_copy: S3Settings::MAX_PART,
         };
         let where_ = match &s.endpoint {
             Some(e) => format!("at {e}"),
@@ -178,6 +221,22 @@ impl S3 {
                 anyhow::anyhow!("bucket {:?} {where_}: {why}", s.bucket)
             })?;
         Ok(store)
+    }
+
+    /// Resolve references through `holders`; with `dedupe`, store a blob
+    /// that is already in the bucket as a reference to it.
+    pub fn with_holders(mut self, holders: std::sync::Arc<dyn Holders>, dedupe: bool) -> S3 {
+        self.holders = Some(holders);
+        self.dedupe = dedupe;
+        self
+    }
+
+    fn hashed_in_pass(&self, what: &(String, u8)) -> Option<String> {
+        self.pass_hashes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(what)
+            .cloned()
     }
 
     fn full(&self, key: &str) -> String {
@@ -243,7 +302,7 @@ impl S3 {
             .bucket(&self.bucket)
             .key(self.full(key))
             .metadata(SESSION_MARK, "1")
-            .metadata("skiff-size", s.size.to_string())
+            .metadata(SIZE_META, s.size.to_string())
             .body(ByteStream::from(body));
         let req = match when {
             Condition::Always => req,
@@ -319,6 +378,16 @@ impl S3 {
 
     /// Every S3 key under `prefix` (a full key prefix).
     async fn keys_under(&self, prefix: &str) -> Result<Vec<String>, ObjectError> {
+        Ok(self
+            .list_under(prefix)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// Every S3 key under `prefix`, with its modification time (ms).
+    async fn list_under(&self, prefix: &str) -> Result<Vec<(String, u64)>, ObjectError> {
         let mut out = Vec::new();
         let mut token = None;
         loop {
@@ -331,11 +400,10 @@ impl S3 {
                 .send()
                 .await
                 .map_err(sdk_err)?;
-            out.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(String::from)),
-            );
+            out.extend(page.contents().iter().filter_map(|o| {
+                let modified = meta_of(None, None, o.last_modified()).modified_ms;
+                Some((o.key()?.to_string(), modified))
+            }));
             match page.next_continuation_token() {
                 Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
                 _ => return Ok(out),
@@ -368,18 +436,28 @@ impl S3 {
     }
 
     /// The pieces an object's bytes are in, in order, with their sizes: the
-    /// object itself, or a session's parts and tail.
+    /// object itself, a session's parts and tail, or a reference's holder.
     async fn pieces(&self, key: &str) -> Result<Vec<(String, u64)>, ObjectError> {
+        Ok(self.resolve(key).await?.0)
+    }
+
+    /// `pieces`, and whether they were found through a reference (whose
+    /// holder may move: a read that finds it gone resolves it again).
+    async fn resolve(&self, key: &str) -> Result<(Vec<(String, u64)>, bool), ObjectError> {
         // A HEAD first: a blob is read by ranges, never by a GET of it all.
         let h = self.head(key).await?;
+        if let Some((digest, size)) = reference(&h) {
+            let holder = self.holder_of(&digest, key).await?;
+            return Ok((vec![(holder, size)], true));
+        }
         if !is_session(&h) {
             let size = u64::try_from(h.content_length().unwrap_or(0)).unwrap_or(0);
-            return Ok(vec![(self.full(key), size)]);
+            return Ok((vec![(self.full(key), size)], false));
         }
         match self.session(key).await? {
-            Some((s, _)) => Ok(session_pieces(self, key, &s)),
+            Some((s, _)) => Ok((session_pieces(self, key, &s), false)),
             // Replaced by a plain object between the two requests.
-            None => Box::pin(self.pieces(key)).await,
+            None => Box::pin(self.resolve(key)).await,
         }
     }
 
@@ -410,25 +488,7 @@ impl S3 {
             let (off, n) = (from - p0, to - from);
             let range = format!("bytes={off}-{}", off + n - 1);
             let out = self.get_object(key, Some(range)).await?;
-            let mut body = out.body;
-            let mut got = 0u64;
-            while let Some(chunk) = body
-                .try_next()
-                .await
-                .map_err(|e| ObjectError::Io(format!("S3: reading {key}: {e}")))?
-            {
-                got += chunk.len() as u64;
-                sink(chunk.clone())?;
-                if let Some(d) = dst.as_deref_mut() {
-                    write_all(d, chunk).await?;
-                }
-            }
-            if got != n {
-                return Err(ObjectError::Io(format!(
-                    "{key} ended {} bytes early",
-                    n - got
-                )));
-            }
+            drain(key, out.body, n, &mut sink, dst.as_deref_mut()).await?;
         }
         if end > at {
             return Err(ObjectError::Io(format!(
@@ -439,6 +499,40 @@ impl S3 {
             finish(d).await?;
         }
         Ok(())
+    }
+
+    /// `read-to` in one request when `key` is a plain object (a blob): a
+    /// ranged GET of it. `false` (nothing written) for a reference or a
+    /// session, whose bytes are elsewhere.
+    async fn read_plain(
+        &self,
+        key: &str,
+        start: u64,
+        len: u64,
+        dst: &mut DynOutputStream,
+    ) -> Result<bool, ObjectError> {
+        let last = start
+            .checked_add(len - 1)
+            .ok_or(ObjectError::Io("range overflows".into()))?;
+        let full = self.full(key);
+        let out = match self
+            .get_object(&full, Some(format!("bytes={start}-{last}")))
+            .await
+        {
+            Ok(out) => out,
+            Err(ObjectError::NotFound) => return Err(ObjectError::NotFound),
+            // A reference is empty, so any range of it is unsatisfiable.
+            Err(_) => return Ok(false),
+        };
+        let marked = out
+            .metadata()
+            .is_some_and(|m| m.contains_key(REF_MARK) || m.contains_key(SESSION_MARK));
+        if marked {
+            return Ok(false);
+        }
+        drain(&full, out.body, len, &mut |_| Ok(()), Some(&mut *dst)).await?;
+        finish(dst).await?;
+        Ok(true)
     }
 
     /// Remove a session's staged bytes (its record stays to the caller).
@@ -559,8 +653,13 @@ impl S3 {
             None => Vec::new(),
         };
         buf.reserve(part.saturating_sub(buf.len()));
+        // The largest object one multipart upload can make.
+        let cap = s.part_size.saturating_mul(S3Settings::MAX_PARTS);
         let mut body = BodyReader::new(src, limit);
         while let Some(chunk) = body.next().await? {
+            if offset.saturating_add(body.total) > cap {
+                return Err(ObjectError::TooLarge(cap));
+            }
             s.sha256.update(&chunk);
             let mut rest = &chunk[..];
             while !rest.is_empty() {
@@ -635,8 +734,46 @@ impl S3 {
     }
 }
 
+/// Copy a GET's body of `n` bytes (of `key`) to `sink` and `dst`, chunk by
+/// chunk; an error if it ends early.
+async fn drain(
+    key: &str,
+    mut body: ByteStream,
+    n: u64,
+    sink: &mut (impl FnMut(Bytes) -> Result<(), ObjectError> + Send),
+    mut dst: Option<&mut DynOutputStream>,
+) -> Result<(), ObjectError> {
+    let mut got = 0u64;
+    while let Some(chunk) = body
+        .try_next()
+        .await
+        .map_err(|e| ObjectError::Io(format!("S3: reading {key}: {e}")))?
+    {
+        got += chunk.len() as u64;
+        sink(chunk.clone())?;
+        if let Some(d) = dst.as_deref_mut() {
+            write_all(d, chunk).await?;
+        }
+    }
+    if got != n {
+        return Err(ObjectError::Io(format!(
+            "{key} ended {} bytes early",
+            n.saturating_sub(got)
+        )));
+    }
+    Ok(())
+}
+
 fn is_session(h: &aws_sdk_s3::operation::head_object::HeadObjectOutput) -> bool {
     h.metadata().is_some_and(|m| m.contains_key(SESSION_MARK))
+}
+
+/// The digest and size a reference stands for, if the object is one.
+fn reference(h: &aws_sdk_s3::operation::head_object::HeadObjectOutput) -> Option<(String, u64)> {
+    let m = h.metadata()?;
+    let digest = m.get(REF_MARK)?.clone();
+    let size = m.get(SIZE_META)?.parse().ok()?;
+    Some((digest, size))
 }
 
 fn session_pieces(s3: &S3, key: &str, s: &Session) -> Vec<(String, u64)> {
@@ -682,8 +819,14 @@ impl Backend for S3 {
 
     async fn get(&self, key: &str, max: u64) -> Result<(Vec<u8>, Meta), ObjectError> {
         check(key)?;
-        let out = self.get_object(&self.full(key), None).await?;
-        let meta = meta_of(out.content_length(), out.e_tag(), out.last_modified());
+        let mut out = self.get_object(&self.full(key), None).await?;
+        let mut meta = meta_of(out.content_length(), out.e_tag(), out.last_modified());
+        if let Some(digest) = out.metadata().and_then(|m| m.get(REF_MARK)).cloned() {
+            // A reference: the bytes are the holder's; the rest is its own.
+            let holder = self.holder_of(&digest, key).await?;
+            out = self.get_object(&holder, None).await?;
+            meta.size = u64::try_from(out.content_length().unwrap_or(0)).unwrap_or(0);
+        }
         if meta.size > max {
             return Err(ObjectError::TooLarge(meta.size));
         }
@@ -732,8 +875,8 @@ impl Backend for S3 {
         let mut m = meta_of(h.content_length(), h.e_tag(), h.last_modified());
         if let Some(size) = h
             .metadata()
-            .filter(|m| m.contains_key(SESSION_MARK))
-            .and_then(|m| m.get("skiff-size"))
+            .filter(|m| m.contains_key(SESSION_MARK) || m.contains_key(REF_MARK))
+            .and_then(|m| m.get(SIZE_META))
         {
             m.size = size.parse().unwrap_or(0);
         }
@@ -742,33 +885,51 @@ impl Backend for S3 {
 
     async fn delete(&self, key: &str, when: Condition) -> Result<(), ObjectError> {
         check(key)?;
-        // S3 answers 204 for a key that is not there: the interface wants
-        // to know (a DELETE of an unknown blob is a 404).
-        let h = self.head(key).await?;
-        let req = self
-            .client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(self.full(key));
-        let req = match &when {
-            Condition::Always => req,
-            Condition::IfVersion(v) => {
-                if h.e_tag() != Some(v.as_str()) {
+        if matches!(when, Condition::IfAbsent) {
+            return Err(ObjectError::Io(
+                "delete takes no if-absent condition".into(),
+            ));
+        }
+        for _ in 0..4 {
+            // S3 answers 204 for a key that is not there: the interface
+            // wants to know (a DELETE of an unknown blob is a 404).
+            let h = self.head(key).await?;
+            let etag = h.e_tag().unwrap_or_default().to_string();
+            if let Condition::IfVersion(v) = &when {
+                if etag != *v {
                     return Err(ObjectError::PreconditionFailed);
                 }
-                req.if_match(v)
             }
-            Condition::IfAbsent => {
-                return Err(ObjectError::Io(
-                    "delete takes no if-absent condition".into(),
-                ))
+            let mut guarded = matches!(when, Condition::IfVersion(_));
+            if let Some((digest, _)) = reference(&h) {
+                self.forget_ref(&digest, key).await?;
+                guarded = true;
+            } else if let (Some(_), Some(digest)) = (&self.holders, content_digest(key)) {
+                let size = u64::try_from(h.content_length().unwrap_or(0)).unwrap_or(0);
+                self.release_holder(&digest, key, size).await?;
+                guarded = true;
             }
-        };
-        req.send().await.map_err(sdk_err)?;
-        if is_session(&h) {
-            self.drop_staging(key).await?;
+            let req = self
+                .client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(self.full(key));
+            // With dedupe, only what was looked at goes: a reference may
+            // have just been given the bytes of a holder being deleted.
+            let req = if guarded { req.if_match(&etag) } else { req };
+            match req.send().await.map_err(sdk_err) {
+                Ok(_) => {}
+                Err(ObjectError::PreconditionFailed) if matches!(when, Condition::Always) => {
+                    continue
+                }
+                Err(e) => return Err(e),
+            }
+            if is_session(&h) {
+                self.drop_staging(key).await?;
+            }
+            return Ok(());
         }
-        Ok(())
+        Err(ObjectError::Busy)
     }
 
     async fn list_children(&self, prefix: &str) -> Result<Vec<Child>, ObjectError> {
@@ -842,24 +1003,33 @@ impl Backend for S3 {
             sha256: Sha256State::default(),
             lease_until_ms: 0,
         };
-        let (current, version) = if offset == 0 {
-            match self.put_session(key, &fresh, &Condition::IfAbsent).await {
-                Ok(v) => (fresh, v),
-                Err(ObjectError::PreconditionFailed) => match self.session(key).await? {
-                    Some(s) => s,
-                    None => return Err(ObjectError::PreconditionFailed),
-                },
+        // A new session is created already claimed by this append (one
+        // request fewer); an existing one is claimed by compare-and-swap.
+        let mut claimed = fresh.clone();
+        claimed.lease_until_ms = now_ms() + LEASE.as_millis() as u64;
+        let created = if offset == 0 {
+            match self.put_session(key, &claimed, &Condition::IfAbsent).await {
+                Ok(v) => Some(v),
+                Err(ObjectError::PreconditionFailed) => None,
                 Err(e) => return Err(e),
             }
         } else {
-            self.session(key)
-                .await?
-                .ok_or(ObjectError::PreconditionFailed)?
+            None
         };
-        if current.size != offset {
-            return Err(ObjectError::PreconditionFailed);
-        }
-        let (s, claim) = self.claim(&current, &version, key).await?;
+        let (current, s, claim) = match created {
+            Some(v) => (fresh, claimed, v),
+            None => {
+                let (current, version) = self
+                    .session(key)
+                    .await?
+                    .ok_or(ObjectError::PreconditionFailed)?;
+                if current.size != offset {
+                    return Err(ObjectError::PreconditionFailed);
+                }
+                let (s, claim) = self.claim(&current, &version, key).await?;
+                (current, s, claim)
+            }
+        };
         match self.append(key, offset, s, &claim, src, limit).await {
             Ok(w) => Ok(w),
             Err(e) => {
@@ -873,6 +1043,35 @@ impl Backend for S3 {
         }
     }
 
+    async fn sweep(&self, older_than: Duration) -> Result<u64, ObjectError> {
+        self.sweep_abandoned(older_than).await
+    }
+
+    async fn locate(&self, key: &str) -> Option<String> {
+        let presigner = self.presigner.as_ref()?;
+        check(key).ok()?;
+        // Only an object whose bytes are one S3 object (a blob, or the
+        // holder of a reference); an upload's pieces have no one URL.
+        let (pieces, _) = self.resolve(key).await.ok()?;
+        let [(full, _)] = pieces.as_slice() else {
+            return None;
+        };
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(PRESIGNED_FOR).ok()?;
+        match presigner
+            .get_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .presigned(config)
+            .await
+        {
+            Ok(req) => Some(req.uri().to_string()),
+            Err(e) => {
+                tracing::warn!(key, error = %e, "cannot presign a redirect; serving the bytes");
+                None
+            }
+        }
+    }
+
     async fn read_to(
         &self,
         key: &str,
@@ -881,9 +1080,22 @@ impl Backend for S3 {
         dst: &mut DynOutputStream,
     ) -> Result<(), ObjectError> {
         check(key)?;
-        let pieces = self.pieces(key).await?;
-        self.stream_pieces(&pieces, start, len, |_| Ok(()), Some(dst))
-            .await
+        if len > 0 && self.read_plain(key, start, len, dst).await? {
+            return Ok(());
+        }
+        let mut tries = 0;
+        loop {
+            let (pieces, via_ref) = self.resolve(key).await?;
+            match self
+                .stream_pieces(&pieces, start, len, |_| Ok(()), Some(&mut *dst))
+                .await
+            {
+                // The holder moved (it was deleted, a reference holds the
+                // bytes now); nothing was written yet, as its GET failed.
+                Err(ObjectError::NotFound) if via_ref && tries < 3 => tries += 1,
+                r => return r,
+            }
+        }
     }
 
     async fn touch(&self, key: &str) -> Result<Meta, ObjectError> {
@@ -892,6 +1104,18 @@ impl Backend for S3 {
         // a copy onto itself (server-side, metadata kept).
         let h = self.head(key).await?;
         let full = self.full(key);
+        let size = u64::try_from(h.content_length().unwrap_or(0)).unwrap_or(0);
+        if size > self.max_copy {
+            // CopyObject stops at 5 GiB: larger objects are copied onto
+            // themselves part by part (blobs, whose only metadata is this).
+            let digest = h
+                .metadata()
+                .and_then(|m| m.get(DIGEST_META))
+                .cloned()
+                .unwrap_or_default();
+            self.assemble(&[(full, size)], key, &digest, true).await?;
+            return self.stat(key).await;
+        }
         self.client
             .copy_object()
             .bucket(&self.bucket)
@@ -909,7 +1133,7 @@ impl Backend for S3 {
         &self,
         key: &str,
         algorithm: HashAlgorithm,
-        _priority: Priority,
+        priority: Priority,
     ) -> Result<String, ObjectError> {
         check(key)?;
         if matches!(algorithm, HashAlgorithm::Sha256) && is_session(&self.head(key).await?) {
@@ -917,8 +1141,38 @@ impl Backend for S3 {
                 return Ok(s.sha256.hex());
             }
         }
-        let pieces = self.pieces(key).await?;
-        self.hash_pieces(&pieces, algorithm).await
+        let mut tries = 0;
+        loop {
+            let (pieces, via_ref) = self.resolve(key).await?;
+            // A scrub pass hashes the bytes behind many references once.
+            let remembered = match (priority, pieces.as_slice()) {
+                (Priority::Background, [(full, _)]) => Some((full.clone(), algorithm as u8)),
+                _ => None,
+            };
+            if let Some(hex) = remembered.as_ref().and_then(|r| self.hashed_in_pass(r)) {
+                return Ok(hex);
+            }
+            match self.hash_pieces(&pieces, algorithm).await {
+                Err(ObjectError::NotFound) if via_ref && tries < 3 => tries += 1,
+                Ok(hex) => {
+                    if let Some(r) = remembered {
+                        self.pass_hashes
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(r, hex.clone());
+                    }
+                    return Ok(hex);
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn begin_scrub_pass(&self) {
+        self.pass_hashes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     async fn publish(
@@ -970,7 +1224,11 @@ impl Backend for S3 {
                     .metadata()
                     .and_then(|m| m.get(DIGEST_META))
                     .map(String::as_str);
-                h.content_length() == i64::try_from(size).ok() && stored.is_none_or(|d| d == digest)
+                let stored_size = match reference(h) {
+                    Some((_, n)) => Some(n),
+                    None => h.content_length().and_then(|n| u64::try_from(n).ok()),
+                };
+                stored_size == Some(size) && stored.is_none_or(|d| d == digest)
             }
             Err(ObjectError::NotFound) => false,
             Err(e) => return Err(e.clone()),
@@ -978,7 +1236,13 @@ impl Backend for S3 {
         if !existed {
             // A blob that is there but damaged is replaced; otherwise a
             // concurrent publish of the same content may win, which is as good.
-            match self.assemble(&pieces, dst, &digest, existing.is_ok()).await {
+            let replace = existing.is_ok();
+            let made = if self.dedupes() && content_digest(dst).as_deref() == Some(&digest) {
+                self.link(&digest, dst, size, &pieces, replace, None).await
+            } else {
+                self.assemble(&pieces, dst, &digest, replace).await
+            };
+            match made {
                 Ok(()) | Err(ObjectError::PreconditionFailed) => {}
                 Err(e) => {
                     if let (Some(s), Some(c)) = (session, claim) {
@@ -1019,25 +1283,37 @@ impl Backend for S3 {
         if self.head(dst).await.is_ok() {
             return Err(ObjectError::PreconditionFailed);
         }
+        let h = self.head(src_key).await?;
         let pieces = self.pieces(src_key).await?;
-        let meta_digest = match content_digest(dst) {
-            Some(d) => {
-                let parsed: skiff_core::Digest =
-                    d.parse().map_err(|_| ObjectError::InvalidKey(dst.into()))?;
-                let alg = algorithm_of(&parsed);
-                let h = self.head(src_key).await?;
-                let recorded = h.metadata().and_then(|m| m.get(DIGEST_META)).cloned();
-                if recorded.as_deref() != Some(d.as_str()) {
-                    let actual = self.hash_pieces(&pieces, alg).await?;
-                    if actual != parsed.hex() {
-                        return Err(ObjectError::DigestMismatch(actual));
-                    }
-                }
-                d
-            }
-            None => String::new(),
+        let Some(d) = content_digest(dst) else {
+            return self.assemble(&pieces, dst, "", false).await;
         };
-        self.assemble(&pieces, dst, &meta_digest, false).await
+        let parsed: skiff_core::Digest =
+            d.parse().map_err(|_| ObjectError::InvalidKey(dst.into()))?;
+        let recorded = h.metadata().and_then(|m| m.get(DIGEST_META)).cloned();
+        if recorded.as_deref() != Some(d.as_str()) {
+            let actual = self.hash_pieces(&pieces, algorithm_of(&parsed)).await?;
+            if actual != parsed.hex() {
+                return Err(ObjectError::DigestMismatch(actual));
+            }
+        }
+        if !self.dedupes() {
+            return self.assemble(&pieces, dst, &d, false).await;
+        }
+        // A source that is a blob of its own can hold the bytes for both.
+        let own_copy = reference(&h).is_none()
+            && !is_session(&h)
+            && content_digest(src_key).as_deref() == Some(d.as_str());
+        let size = pieces.iter().map(|(_, n)| n).sum();
+        self.link(
+            &d,
+            dst,
+            size,
+            &pieces,
+            false,
+            own_copy.then(|| self.full(src_key)),
+        )
+        .await
     }
 }
 
@@ -1046,7 +1322,11 @@ pub mod tests {
     use super::*;
 
     /// A store on a new, empty bucket of the endpoint (moto, in the tests).
-    pub async fn fresh_bucket(endpoint: &str, part_size: u64) -> crate::objects::suite::Fresh {
+    pub async fn fresh_bucket(
+        endpoint: &str,
+        part_size: u64,
+        dedupe: bool,
+    ) -> crate::objects::suite::Fresh {
         let bucket = format!("skiff-test-{:016x}", rand::random::<u64>());
         let settings = S3Settings {
             bucket: bucket.clone(),
@@ -1056,6 +1336,8 @@ pub mod tests {
             force_path_style: true,
             credentials: Some(("testing".into(), "testing".into())),
             part_size,
+            redirect: false,
+            redirect_endpoint: None,
         };
         let conf = aws_sdk_s3::config::Builder::new()
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
@@ -1072,9 +1354,16 @@ pub mod tests {
             .send()
             .await
             .expect("creating a test bucket");
+        let mut store = S3::connect(&settings).await.expect("connecting");
+        let dir = tempfile::tempdir().unwrap();
+        if dedupe {
+            let holders = crate::objects::RedbHolders::open(&dir.path().join("cache.db")).unwrap();
+            store = store.with_holders(std::sync::Arc::new(holders), true);
+            store.max_copy = 1;
+        }
         crate::objects::suite::Fresh {
-            store: std::sync::Arc::new(S3::connect(&settings).await.expect("connecting")),
-            _keep: Box::new(()),
+            store: std::sync::Arc::new(store),
+            _keep: Box::new(dir),
         }
     }
 
