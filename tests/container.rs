@@ -21,6 +21,14 @@ struct Running {
     volume: String,
 }
 
+impl Running {
+    /// What the container printed, for failure messages.
+    fn logs(&self) -> String {
+        let o = output(self.engine.cmd().args(["logs", &self.container]));
+        String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout)
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self
@@ -104,10 +112,7 @@ fn the_skiff_image_serves_as_nonroot_and_holds_itself() {
     let healthy = eventually(Duration::from_secs(60), || {
         inspect(engine, &running.container, "{{.State.Health.Status}}") == "healthy"
     });
-    let logs = || {
-        let o = output(engine.cmd().args(["logs", &running.container]));
-        String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout)
-    };
+    let logs = || running.logs();
     assert!(healthy, "the container never became healthy:\n{}", logs());
     assert_eq!(reg.get("/v2/").status, 200);
 
@@ -203,10 +208,7 @@ fn the_image_reaches_s3_by_host_name() {
     ]));
     let host = format!("127.0.0.1:{port}");
     let reg = Registry::attach(&host);
-    let logs = || {
-        let o = output(engine.cmd().args(["logs", &running.container]));
-        String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout)
-    };
+    let logs = || running.logs();
     let up = eventually(Duration::from_secs(60), || {
         std::net::TcpStream::connect(&host).is_ok() && reg.get("/v2/").status == 200
     });

@@ -227,6 +227,19 @@ fn throttling_is_retried_never_passed_on() {
         "s3 throttling: {throttled} SlowDown answers, {passed} requests through, {sent} attempts counted by skiff"
     ));
     assert!(throttled >= 20, "only {throttled} requests throttled");
+
+    // Throttled through every retry: the client is told to come back
+    // later, and nothing half-made is left.
+    throttle.all.store(true, Ordering::SeqCst);
+    let r = reg
+        .req("POST", "/v2/slow/app/blobs/uploads/")
+        .header("Content-Length", "0")
+        .send();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.error_code(), "TOOMANYREQUESTS");
+    assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
+    throttle.all.store(false, Ordering::SeqCst);
+    assert_eq!(reg.get_manifest("slow/app", "v0").status, 200);
 }
 
 /// gc removes multipart uploads and staged parts that a crash left behind,

@@ -1558,6 +1558,85 @@ mod tests {
     }
 
     #[test]
+    fn s3_with_a_dynamodb_cache_and_redirects() {
+        let s3 = r#""storageDriver":{"name":"s3","bucket":"b","redirect":true,
+                     "redirectendpoint":"files.example:9000","secure":false}"#;
+        let c = Config::parse(&format!(
+            r#"{{"storage":{{"rootDirectory":"/tmp/z","remoteCache":true,{s3},
+                 "cacheDriver":{{"name":"dynamodb","endpoint":"http://d:8000","region":"eu-west-1",
+                                 "cacheTablename":"T"}}}}}}"#
+        ))
+        .unwrap();
+        let d = c.remote_cache.as_ref().unwrap();
+        assert_eq!(
+            (d.endpoint.as_deref(), d.region.as_str(), d.table.as_str()),
+            (Some("http://d:8000"), "eu-west-1", "T")
+        );
+        let Driver::S3(s) = &c.storage.driver else {
+            panic!("{:?}", c.storage.driver)
+        };
+        assert!(s.redirect);
+        assert_eq!(
+            s.redirect_endpoint.as_deref(),
+            Some("http://files.example:9000")
+        );
+        // Read back, the effective settings mean the same.
+        let again = Config::parse(&c.effective().to_string()).unwrap();
+        assert_eq!(again.remote_cache, c.remote_cache);
+        assert_eq!(again.storage.driver, c.storage.driver);
+        // remoteCache without a DynamoDB cacheDriver, and the reverse.
+        for bad in [
+            r#"{"storage":{"remoteCache":true}}"#,
+            r#"{"storage":{"remoteCache":true,"cacheDriver":{"name":"redb"}}}"#,
+            r#"{"storage":{"remoteCache":true,"cacheDriver":{"name":"dynamodb"}}}"#,
+        ] {
+            let e = Config::parse(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("storage.remoteCache") || e.contains("cacheTablename"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_s3_part_size_holds_the_largest_blob() {
+        let s3 = r#"{"name":"s3","bucket":"b"}"#;
+        // No chunksize: chosen so 10,000 parts hold maxBlobSize.
+        let c = Config::parse(&format!(
+            r#"{{"storage":{{"maxBlobSize":"500GiB","storageDriver":{s3}}}}}"#
+        ))
+        .unwrap();
+        let Driver::S3(d) = &c.storage.driver else {
+            panic!()
+        };
+        assert!(
+            d.part_size * S3Settings::MAX_PARTS >= 500 << 30,
+            "{}",
+            d.part_size
+        );
+        assert!(d.part_size < 60 << 20, "{}", d.part_size);
+        // A small maxBlobSize keeps the default.
+        let c = Config::parse(&format!(
+            r#"{{"storage":{{"maxBlobSize":"1GiB","storageDriver":{s3}}}}}"#
+        ))
+        .unwrap();
+        let Driver::S3(d) = &c.storage.driver else {
+            panic!()
+        };
+        assert_eq!(d.part_size, S3Settings::DEFAULT_PART);
+        // A chunksize given too small for it is an error naming both.
+        let e = Config::parse(
+            r#"{"storage":{"maxBlobSize":"500GiB","storageDriver":{"name":"s3","bucket":"b","chunksize":"5MiB"}}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("storage.maxBlobSize") && e.contains("chunksize"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn errors_name_the_key() {
         for (text, key) in [
             (r#"{"http":{"port":"eighty"}}"#, "http.port"),

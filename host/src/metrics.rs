@@ -145,7 +145,7 @@ impl Metrics {
             "Bytes re-hashed by scrub.",
             &self.scrub_bytes_checked,
         );
-        crate::objects::requests::render(&mut s);
+        crate::objects::aws::render(&mut s);
         s
     }
 }

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub struct Throttle {
@@ -14,6 +14,8 @@ pub struct Throttle {
     pub throttled: Arc<AtomicU64>,
     /// Requests passed on.
     pub passed: Arc<AtomicU64>,
+    /// While set, every request is answered SlowDown.
+    pub all: Arc<AtomicBool>,
 }
 
 const SLOW_DOWN: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
@@ -29,11 +31,19 @@ impl Throttle {
         let upstream = upstream.trim_start_matches("http://").to_string();
         let (throttled, passed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let seen = Arc::new(AtomicU64::new(0));
-        let (t, p) = (throttled.clone(), passed.clone());
+        let all = Arc::new(AtomicBool::new(false));
+        let (t, p, a) = (throttled.clone(), passed.clone(), all.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (upstream, t, p, seen) = (upstream.clone(), t.clone(), p.clone(), seen.clone());
+                let (upstream, t, p, a, seen) = (
+                    upstream.clone(),
+                    t.clone(),
+                    p.clone(),
+                    a.clone(),
+                    seen.clone(),
+                );
                 std::thread::spawn(move || {
+                    let every = if a.load(Ordering::SeqCst) { 1 } else { every };
                     let _ = serve(conn, &upstream, every, &seen, &t, &p);
                 });
             }
@@ -42,6 +52,7 @@ impl Throttle {
             endpoint,
             throttled,
             passed,
+            all,
         }
     }
 }

@@ -53,7 +53,9 @@ impl From<ObjectError> for Error {
             ObjectError::NotFound => Error::Internal("object vanished".into()),
             ObjectError::PreconditionFailed => Error::Internal("conflicting write".into()),
             ObjectError::InvalidKey(k) => Error::Internal(format!("invalid object key {k}")),
-            ObjectError::Busy => Error::Busy("another request is writing the same object".into()),
+            ObjectError::Busy => Error::Busy(
+                "another request is writing the same object, or the store asks to slow down".into(),
+            ),
             ObjectError::TooLarge(n) => {
                 Error::Internal(format!("stored object too large ({n} bytes)"))
             }

@@ -11,6 +11,7 @@
 //! redb by serializing write transactions, DynamoDB by condition
 //! expressions.
 
+use super::aws;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::client::Waiters as _;
@@ -221,29 +222,14 @@ where
 impl DynamoHolders {
     /// Connect, and create the table if it is not there yet.
     pub async fn connect(s: &DynamoSettings, store: String) -> anyhow::Result<DynamoHolders> {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(s.region.clone()));
-        if let Some((id, secret)) = &s.credentials {
-            loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                id,
-                secret,
-                None,
-                None,
-                "skiff config",
-            ));
-        }
-        let shared = loader.load().await;
-        let mut conf = aws_sdk_dynamodb::config::Builder::from(&shared)
-            .retry_config(super::requests::retries())
-            .interceptor(super::requests::CountRequests);
+        let shared = aws::shared_config(&s.region, s.credentials.as_ref()).await;
+        let mut conf =
+            aws_sdk_dynamodb::config::Builder::from(&shared).interceptor(aws::CountRequests);
         if let Some(e) = &s.endpoint {
             conf = conf.endpoint_url(e);
         }
         let client = aws_sdk_dynamodb::Client::from_conf(conf.build());
-        let where_ = match &s.endpoint {
-            Some(e) => format!("at {e}"),
-            None => format!("in AWS region {}", s.region),
-        };
+        let where_ = aws::describe_endpoint(s.endpoint.as_deref(), &s.region);
         let described = client.describe_table().table_name(&s.table).send().await;
         match described {
             Ok(_) => {}

@@ -6,12 +6,12 @@
 //! repository's first component) picks the store, so the component sees one
 //! key space.
 
+pub mod aws;
 mod backend;
 mod dedupe;
 mod disk;
 mod holders;
 mod keys;
-pub mod requests;
 mod resumable;
 mod s3;
 mod streams;

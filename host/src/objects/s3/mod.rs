@@ -27,6 +27,7 @@
 mod refs;
 mod sweep;
 
+use super::aws;
 use super::backend::Backend;
 use super::holders::Holders;
 use super::keys::{algorithm_of, content_digest, digest_text, valid_key, valid_prefix};
@@ -39,6 +40,7 @@ use crate::runtime::skiff::registry::objects::{
 use crate::runtime::Priority;
 use async_trait::async_trait;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use bytes::Bytes;
@@ -131,6 +133,10 @@ where
         (_, Some("PreconditionFailed" | "ConditionalRequestConflict")) | (Some(412 | 409), _) => {
             ObjectError::PreconditionFailed
         }
+        // Still throttled after every retry: the client is told to come
+        // back later (429), never that the registry failed (500).
+        (_, Some("SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded"))
+        | (Some(503), _) => ObjectError::Busy,
         _ => ObjectError::Io(format!(
             "S3: {}",
             aws_sdk_s3::error::DisplayErrorContext(&e)
@@ -163,22 +169,10 @@ impl S3 {
     /// Connect and check that the bucket is there and answers, so a wrong
     /// endpoint, bucket or credential stops the server at start, naming it.
     pub async fn connect(s: &S3Settings) -> anyhow::Result<S3> {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(s.region.clone()));
-        if let Some((id, secret)) = &s.credentials {
-            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
-                id,
-                secret,
-                None,
-                None,
-                "skiff config",
-            ));
-        }
-        let shared = loader.load().await;
+        let shared = aws::shared_config(&s.region, s.credentials.as_ref()).await;
         let mut conf = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(s.force_path_style)
-            .retry_config(super::requests::retries())
-            .interceptor(super::requests::CountRequests);
+            .interceptor(aws::CountRequests);
         if let Some(e) = &s.endpoint {
             conf = conf.endpoint_url(e);
         }
@@ -200,10 +194,7 @@ impl S3 {
             dedupe: false,
             max_copy: S3Settings::MAX_PART,
         };
-        let where_ = match &s.endpoint {
-            Some(e) => format!("at {e}"),
-            None => format!("in AWS region {}", s.region),
-        };
+        let where_ = aws::describe_endpoint(s.endpoint.as_deref(), &s.region);
         store
             .client
             .head_bucket()
@@ -220,7 +211,60 @@ impl S3 {
                 };
                 anyhow::anyhow!("bucket {:?} {where_}: {why}", s.bucket)
             })?;
+        store
+            .check_conditional_writes()
+            .await
+            .map_err(|e| anyhow::anyhow!("bucket {:?} {where_}: {e}", s.bucket))?;
         Ok(store)
+    }
+
+    /// Refuse a store that ignores conditional writes: with it, two
+    /// writers of one `index.json` would silently lose each other's tags.
+    /// A probe object under the staging prefix (swept by gc if a crash
+    /// leaves it) is created, then written again under conditions that
+    /// must fail.
+    async fn check_conditional_writes(&self) -> Result<(), String> {
+        let probe = self.full(&format!("{STAGING}/probe/{:016x}", rand::random::<u64>()));
+        let put = |when: Condition| {
+            let req = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&probe)
+                .body(ByteStream::from_static(b"probe"));
+            async move {
+                let req = match &when {
+                    Condition::Always => req,
+                    Condition::IfAbsent => req.if_none_match("*"),
+                    Condition::IfVersion(v) => req.if_match(v),
+                };
+                req.send().await.map(|_| ()).map_err(sdk_err)
+            }
+        };
+        let result = async {
+            put(Condition::IfAbsent)
+                .await
+                .map_err(|e| format!("cannot write a probe object: {e:?}"))?;
+            for (when, header) in [
+                (Condition::IfAbsent, "If-None-Match: *"),
+                (Condition::IfVersion("\"not-its-etag\"".into()), "If-Match"),
+            ] {
+                match put(when).await {
+                    Err(ObjectError::PreconditionFailed) => {}
+                    Ok(()) => {
+                        return Err(format!(
+                            "the store ignores {header} on PutObject; several writers \
+                             would silently lose each other's tags, so skiff will not use it"
+                        ))
+                    }
+                    Err(e) => return Err(format!("probing conditional writes: {e:?}")),
+                }
+            }
+            Ok(())
+        }
+        .await;
+        let _ = self.delete_keys(vec![probe.clone()]).await;
+        result
     }
 
     /// Resolve references through `holders`; with `dedupe`, store a blob
@@ -389,6 +433,23 @@ impl S3 {
     /// Every S3 key under `prefix`, with its modification time (ms).
     async fn list_under(&self, prefix: &str) -> Result<Vec<(String, u64)>, ObjectError> {
         let mut out = Vec::new();
+        for page in self.list_pages(prefix, None).await? {
+            out.extend(page.contents().iter().filter_map(|o| {
+                let modified = meta_of(None, None, o.last_modified()).modified_ms;
+                Some((o.key()?.to_string(), modified))
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Every page of a listing of `prefix` (a full key prefix), split at
+    /// `delimiter` if given.
+    async fn list_pages(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+    ) -> Result<Vec<ListObjectsV2Output>, ObjectError> {
+        let mut pages = Vec::new();
         let mut token = None;
         loop {
             let page = self
@@ -396,18 +457,29 @@ impl S3 {
                 .list_objects_v2()
                 .bucket(&self.bucket)
                 .prefix(prefix)
+                .set_delimiter(delimiter.map(String::from))
                 .set_continuation_token(token)
                 .send()
                 .await
                 .map_err(sdk_err)?;
-            out.extend(page.contents().iter().filter_map(|o| {
-                let modified = meta_of(None, None, o.last_modified()).modified_ms;
-                Some((o.key()?.to_string(), modified))
-            }));
-            match page.next_continuation_token() {
-                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
-                _ => return Ok(out),
+            token = page
+                .next_continuation_token()
+                .filter(|_| page.is_truncated() == Some(true))
+                .map(String::from);
+            pages.push(page);
+            if token.is_none() {
+                return Ok(pages);
             }
+        }
+    }
+
+    /// The store's own prefix as a key prefix: `prefix/`, or empty for a
+    /// store on the whole bucket.
+    fn root(&self) -> String {
+        if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
         }
     }
 
@@ -937,27 +1009,12 @@ impl Backend for S3 {
             return Err(ObjectError::InvalidKey(prefix.to_string()));
         }
         let full = if prefix.is_empty() {
-            if self.prefix.is_empty() {
-                String::new()
-            } else {
-                format!("{}/", self.prefix)
-            }
+            self.root()
         } else {
             self.full(prefix)
         };
         let mut out = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(&full)
-                .delimiter("/")
-                .set_continuation_token(token)
-                .send()
-                .await
-                .map_err(sdk_err)?;
+        for page in self.list_pages(&full, Some("/")).await? {
             for p in page.common_prefixes() {
                 if let Some(name) = p.prefix().and_then(|p| p.strip_prefix(&full)) {
                     let name = name.trim_end_matches('/');
@@ -977,10 +1034,6 @@ impl Backend for S3 {
                         is_prefix: false,
                     });
                 }
-            }
-            match page.next_continuation_token() {
-                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
-                _ => break,
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));

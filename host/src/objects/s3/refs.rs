@@ -196,11 +196,6 @@ impl S3 {
 
     /// The key (inside the prefix) of a full key of this store.
     fn key_of(&self, full: &str) -> Option<String> {
-        if self.prefix.is_empty() {
-            Some(full.to_string())
-        } else {
-            full.strip_prefix(&format!("{}/", self.prefix))
-                .map(String::from)
-        }
+        full.strip_prefix(&self.root()).map(String::from)
     }
 }

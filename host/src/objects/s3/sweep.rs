@@ -16,11 +16,7 @@ impl S3 {
     }
 
     async fn abort_multipart_uploads(&self, cutoff_ms: u64) -> Result<u64, ObjectError> {
-        let prefix = if self.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.prefix)
-        };
+        let prefix = self.root();
         let (mut key_marker, mut id_marker) = (None, None);
         let mut aborted = 0;
         loop {
