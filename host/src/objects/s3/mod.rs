@@ -233,11 +233,7 @@ impl S3 {
                 .key(&probe)
                 .body(ByteStream::from_static(b"probe"));
             async move {
-                let req = match &when {
-                    Condition::Always => req,
-                    Condition::IfAbsent => req.if_none_match("*"),
-                    Condition::IfVersion(v) => req.if_match(v),
-                };
+                let req = on_condition(req, &when);
                 req.send().await.map(|_| ()).map_err(sdk_err)
             }
         };
@@ -348,11 +344,7 @@ impl S3 {
             .metadata(SESSION_MARK, "1")
             .metadata(SIZE_META, s.size.to_string())
             .body(ByteStream::from(body));
-        let req = match when {
-            Condition::Always => req,
-            Condition::IfAbsent => req.if_none_match("*"),
-            Condition::IfVersion(v) => req.if_match(v),
-        };
+        let req = on_condition(req, when);
         let out = req.send().await.map_err(sdk_err)?;
         Ok(out.e_tag().unwrap_or_default().to_string())
     }
@@ -806,6 +798,19 @@ impl S3 {
     }
 }
 
+/// A PutObject made conditional on `when`: create-if-absent is
+/// `If-None-Match: *`, compare-and-swap is `If-Match` on the ETag.
+fn on_condition(
+    req: aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder,
+    when: &Condition,
+) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+    match when {
+        Condition::Always => req,
+        Condition::IfAbsent => req.if_none_match("*"),
+        Condition::IfVersion(v) => req.if_match(v),
+    }
+}
+
 /// Copy a GET's body of `n` bytes (of `key`) to `sink` and `dst`, chunk by
 /// chunk; an error if it ends early.
 async fn drain(
@@ -926,11 +931,7 @@ impl Backend for S3 {
             .bucket(&self.bucket)
             .key(self.full(key))
             .body(ByteStream::from(data));
-        let req = match &when {
-            Condition::Always => req,
-            Condition::IfAbsent => req.if_none_match("*"),
-            Condition::IfVersion(v) => req.if_match(v),
-        };
+        let req = on_condition(req, &when);
         let out = req.send().await.map_err(sdk_err)?;
         // S3 answers a PUT without its Last-Modified; this clock's time is
         // close enough, and spares a HEAD.
