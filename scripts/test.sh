@@ -109,6 +109,18 @@ if ! "$SKIFF_TOOLS/bin/wkg" --version 2>/dev/null | grep -qF "$WKG_VERSION"; the
         cargo install --quiet --locked --root "$SKIFF_TOOLS" --version "$WKG_VERSION" wkg
 fi
 
+# --- wasmtime-cli: `wasmtime serve`, the outside runtime for the edge tests --
+# The edge compositions (target/edge/) must run under a runtime we did not
+# write; Spin cannot be installed here, `wasmtime serve` runs the same
+# wasi:http components. Installed once per machine, like wkg.
+WASMTIME_VERSION=48.0.8
+if ! "$SKIFF_TOOLS/bin/wasmtime" --version 2>/dev/null | grep -qF "$WASMTIME_VERSION"; then
+    say "cargo install wasmtime-cli $WASMTIME_VERSION"
+    env -u CARGO_TARGET_DIR -u RUSTFLAGS \
+        cargo install --quiet --locked --root "$SKIFF_TOOLS" --version "$WASMTIME_VERSION" wasmtime-cli
+fi
+export SKIFF_WASMTIME="$SKIFF_TOOLS/bin/wasmtime"
+
 # --- Build and test -------------------------------------------------------
 # One build cache per machine, outside the clone, so a fresh clone (CI's)
 # rebuilds only the workspace's own crates, not wasmtime. An explicit

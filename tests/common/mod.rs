@@ -3,13 +3,22 @@
 #![allow(dead_code)]
 
 mod client;
+mod edge;
 mod engine;
+mod kv;
+mod oci_layout;
 mod store;
 mod throttle;
 #[allow(unused_imports)]
 pub use client::*;
 #[allow(unused_imports)]
+pub use edge::*;
+#[allow(unused_imports)]
 pub use engine::*;
+#[allow(unused_imports)]
+pub use kv::*;
+#[allow(unused_imports)]
+pub use oci_layout::*;
 #[allow(unused_imports)]
 pub use store::*;
 #[allow(unused_imports)]
@@ -71,6 +80,15 @@ impl Registry {
 
     /// Start with a config; `edit` may add keys to the JSON before it is written.
     pub fn start_with(edit: impl FnOnce(&mut serde_json::Value)) -> Registry {
+        if let Some(edge) = EDGE {
+            // The edge compositions take runtime settings, not skiff's config.
+            let (store, _) = write_config(|cfg| {
+                let before = cfg.clone();
+                edit(cfg);
+                assert_eq!(&before, cfg, "this test needs skiff serve's config");
+            });
+            return Registry::start_edge(edge, store);
+        }
         let (data, cfg_path) = write_config(edit);
         Registry::spawn(skiff_command("serve", &cfg_path), data)
     }

@@ -14,12 +14,14 @@ pub const ON_S3: bool = {
 };
 
 /// The key prefix skiff is configured with inside each test bucket.
-const PREFIX: &str = "skiff";
+pub(super) const PREFIX: &str = "skiff";
 
 pub enum Backing {
     Disk(PathBuf),
     /// Shared by every registry started on the bucket.
     S3(std::sync::Arc<Bucket>),
+    /// What objects-kv keeps through kv-fs in a directory (edge runs).
+    Kv(super::KvView),
 }
 
 pub struct Bucket {
@@ -28,7 +30,7 @@ pub struct Bucket {
     rt: tokio::runtime::Runtime,
 }
 
-fn endpoint() -> String {
+pub(super) fn endpoint() -> String {
     std::env::var("SKIFF_TEST_S3_ENDPOINT")
         .expect("SKIFF_TEST_S3_ENDPOINT is not set: scripts/test.sh starts moto and sets it")
 }
@@ -226,6 +228,7 @@ impl Backing {
                     .filter_map(|k| k.strip_prefix(&full).map(String::from))
                     .collect()
             }
+            Backing::Kv(view) => view.files(prefix),
         }
     }
 
@@ -234,6 +237,7 @@ impl Backing {
         match self {
             Backing::Disk(root) => std::fs::read(root.join(key)).ok(),
             Backing::S3(b) => b.read(&format!("{PREFIX}/{key}")),
+            Backing::Kv(view) => view.read(key),
         }
     }
 }

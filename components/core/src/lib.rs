@@ -12,6 +12,7 @@ pub mod manifest;
 pub mod name;
 pub mod range;
 pub mod reference;
+pub mod resumable;
 
 pub use digest::{Algorithm, Digest};
 pub use error::{ErrorCode, RegistryError};

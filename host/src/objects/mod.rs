@@ -12,7 +12,6 @@ mod dedupe;
 mod disk;
 mod holders;
 mod keys;
-mod resumable;
 mod s3;
 mod streams;
 #[cfg(test)]

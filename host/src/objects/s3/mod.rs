@@ -31,7 +31,6 @@ use super::aws;
 use super::backend::Backend;
 use super::holders::Holders;
 use super::keys::{algorithm_of, content_digest, digest_text, valid_key, valid_prefix};
-use super::resumable::Sha256State;
 use super::streams::{finish, write_all, BodyReader};
 pub use crate::config::S3Settings;
 use crate::runtime::skiff::registry::objects::{
@@ -46,6 +45,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectI
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha512};
+use skiff_core::resumable::Sha256State;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
