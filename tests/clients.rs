@@ -59,13 +59,7 @@ fn skopeo_round_trips_multi_arch_index_and_one_gib_layer() {
     let up = t.elapsed();
 
     // Down, into a new layout (uncompressed layers kept as they are).
-    let down_args = [
-        "copy",
-        "--all",
-        "--preserve-digests",
-        "--src-tls-verify=false",
-        "--dest-oci-accept-uncompressed-layers",
-    ];
+    let down_args = COPY_DOWN;
     run(skopeo(tmp.path())
         .args(down_args)
         .arg(format!("docker://{host}/lib/multi:v1"))

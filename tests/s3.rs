@@ -158,57 +158,9 @@ fn a_bucket_that_cannot_be_used_stops_the_server_saying_why() {
     assert!(err.contains("storage.storageDriver.chunksize"), "{err}");
 }
 
-/// A moto server of its own that checks credentials (the shared one takes
-/// any); killed on drop.
-struct StrictMoto {
-    child: std::process::Child,
-    endpoint: String,
-}
-
-impl StrictMoto {
-    fn start() -> StrictMoto {
-        let python = std::env::var("SKIFF_PYTHON")
-            .expect("SKIFF_PYTHON is not set: scripts/test.sh sets it to its venv's python");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new(python)
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .env("INITIAL_NO_AUTH_ACTION_COUNT", "0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting moto");
-        let endpoint = format!("http://127.0.0.1:{port}");
-        assert!(
-            eventually(Duration::from_secs(30), || {
-                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            }),
-            "moto did not start"
-        );
-        StrictMoto { child, endpoint }
-    }
-}
-
-impl Drop for StrictMoto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn denied_credentials_stop_the_server_naming_them() {
-    let moto = StrictMoto::start();
+    let moto = StrictMoto::start(0);
     let bucket = Bucket::create();
     let mut driver = bucket.driver();
     driver["regionendpoint"] = moto.endpoint.clone().into();

@@ -6,7 +6,11 @@ use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
 fn main() -> Result<()> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // At run time, not compile time: with a build cache shared between
+    // checkouts, this binary may have been built in another one.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .context("run this with `cargo run -p skiff-compose`")?;
+    let root = PathBuf::from(manifest_dir)
         .parent()
         .context("workspace root")?
         .to_path_buf();

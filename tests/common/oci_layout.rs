@@ -24,6 +24,16 @@ pub const COPY_UP: [&str; 4] = [
     "--dest-tls-verify=false",
 ];
 
+/// `skopeo copy` arguments for every platform of an image from the registry
+/// (plain HTTP) into a layout, digests kept and uncompressed layers as they are.
+pub const COPY_DOWN: [&str; 5] = [
+    "copy",
+    "--all",
+    "--preserve-digests",
+    "--src-tls-verify=false",
+    "--dest-oci-accept-uncompressed-layers",
+];
+
 /// skopeo with no signature policy to consult and its temporary files in `tmp`.
 pub fn skopeo(tmp: &Path) -> Command {
     let mut c = Command::new("skopeo");

@@ -249,3 +249,85 @@ fn join(root: &Path, prefix: &str) -> PathBuf {
         root.join(prefix)
     }
 }
+
+/// A moto server of its own that checks credentials and signatures (the
+/// shared one takes any): only its first `unchecked` requests go through
+/// without; killed on drop.
+pub struct StrictMoto {
+    child: std::process::Child,
+    pub endpoint: String,
+}
+
+impl StrictMoto {
+    pub fn start(unchecked: u32) -> StrictMoto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(python())
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", unchecked.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting moto");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        assert!(
+            super::eventually(std::time::Duration::from_secs(30), || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            }),
+            "moto did not start"
+        );
+        StrictMoto { child, endpoint }
+    }
+
+    /// With the server's 4 unchecked requests: an IAM user allowed all of
+    /// S3, its access key, and `bucket`. Returns (key id, secret).
+    pub fn user_with_bucket(&self, bucket: &str) -> (String, String) {
+        let script = format!(
+            r#"
+import boto3, json
+kw = dict(endpoint_url="{e}", region_name="us-east-1",
+          aws_access_key_id="testing", aws_secret_access_key="testing")
+iam = boto3.client("iam", **kw)
+iam.create_user(UserName="edge")
+key = iam.create_access_key(UserName="edge")["AccessKey"]
+iam.put_user_policy(UserName="edge", PolicyName="s3", PolicyDocument=json.dumps(
+    {{"Version": "2012-10-17", "Statement": [{{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}}]}}))
+s3 = boto3.client("s3", **dict(kw, aws_access_key_id=key["AccessKeyId"],
+                               aws_secret_access_key=key["SecretAccessKey"]))
+s3.create_bucket(Bucket="{b}")
+print(key["AccessKeyId"], key["SecretAccessKey"])
+"#,
+            e = self.endpoint,
+            b = bucket
+        );
+        let out = super::run(std::process::Command::new(python()).args(["-c", &script]));
+        let mut words = out.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some(id), Some(secret)) => (id.to_string(), secret.to_string()),
+            _ => panic!("no access key from moto: {out}"),
+        }
+    }
+}
+
+impl Drop for StrictMoto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The venv's python (`$SKIFF_PYTHON`), which has moto and boto3.
+fn python() -> String {
+    std::env::var("SKIFF_PYTHON")
+        .expect("SKIFF_PYTHON is not set: scripts/test.sh sets it to its venv's python")
+}

@@ -10,6 +10,7 @@ pub mod error;
 pub mod layout;
 pub mod manifest;
 pub mod name;
+pub mod object_key;
 pub mod range;
 pub mod reference;
 pub mod resumable;

@@ -7,25 +7,13 @@
 
 use crate::bindings::exports::skiff::registry::objects::ObjectError;
 
-const MAX_KEY_LEN: usize = 1024;
 /// Records live under this prefix, chunks under [`CHUNK_PREFIX`]: listing
 /// objects is a filter on the store's keys, and no object key can ever be
 /// mistaken for a chunk.
 pub const RECORD_PREFIX: &str = "o/";
 const CHUNK_PREFIX: &str = "c/";
 
-fn valid_segment(s: &str) -> bool {
-    !s.is_empty() && s != "." && s != ".." && !s.contains(['\\', '\0'])
-}
-
-pub fn valid_key(key: &str) -> bool {
-    key.len() <= MAX_KEY_LEN && key.split('/').all(valid_segment)
-}
-
-/// A listing prefix: empty (the root) or a valid key followed by `/`.
-pub fn valid_prefix(prefix: &str) -> bool {
-    prefix.is_empty() || prefix.strip_suffix('/').is_some_and(valid_key)
-}
+pub use skiff_core::object_key::{valid_key, valid_prefix};
 
 pub fn check(key: &str) -> Result<(), ObjectError> {
     if valid_key(key) {
@@ -48,12 +36,7 @@ pub fn chunk_key(id: &str, n: u64) -> String {
 /// The digest a key is named for, when it is a blob of a layout
 /// (`…/blobs/<alg>/<hex>`): such a key may only ever hold that content.
 pub fn content_digest(key: &str) -> Option<skiff_core::Digest> {
-    let mut it = key.rsplit('/');
-    let (hex, alg, blobs) = (it.next()?, it.next()?, it.next()?);
-    if blobs != "blobs" {
-        return None;
-    }
-    format!("{alg}:{hex}").parse().ok()
+    skiff_core::object_key::content_digest(key).and_then(|d| d.parse().ok())
 }
 
 /// A name for one write's chunks, never used before: 128 random bits.

@@ -4,21 +4,7 @@
 use crate::runtime::skiff::registry::objects::{Content, HashAlgorithm, ObjectError};
 use std::path::{Path, PathBuf};
 
-const MAX_KEY_LEN: usize = 1024;
-
-fn valid_segment(s: &str) -> bool {
-    !s.is_empty() && s != "." && s != ".." && !s.contains(['\\', '\0'])
-}
-
-/// A key every backend accepts: `/`-separated plain names, bounded.
-pub fn valid_key(key: &str) -> bool {
-    key.len() <= MAX_KEY_LEN && key.split('/').all(valid_segment)
-}
-
-/// A listing prefix: empty (the root) or a valid key followed by `/`.
-pub fn valid_prefix(prefix: &str) -> bool {
-    prefix.is_empty() || prefix.strip_suffix('/').is_some_and(valid_key)
-}
+pub use skiff_core::object_key::{content_digest, valid_key, valid_prefix};
 
 pub fn key_path(root: &Path, key: &str) -> Result<PathBuf, ObjectError> {
     if !valid_key(key) {
@@ -36,16 +22,6 @@ pub fn prefix_path(root: &Path, prefix: &str) -> Result<PathBuf, ObjectError> {
         Some(k) => key_path(root, k),
         None => Err(ObjectError::InvalidKey(prefix.to_string())),
     }
-}
-
-/// The digest a key is named for, when it is a blob of a layout
-/// (`…/blobs/<alg>/<hex>`): such keys hold exactly that content, which is
-/// what lets the disk store share one file among them.
-pub fn content_digest(key: &str) -> Option<String> {
-    let mut it = key.rsplit('/');
-    let (hex, alg, blobs) = (it.next()?, it.next()?, it.next()?);
-    let d = format!("{alg}:{hex}");
-    (blobs == "blobs" && d.parse::<skiff_core::Digest>().is_ok()).then_some(d)
 }
 
 /// The hash algorithm a digest names.
@@ -82,17 +58,5 @@ mod tests {
         assert_eq!(prefix_path(root, "a/").unwrap(), Path::new("/data/a"));
         assert!(prefix_path(root, "a").is_err());
         assert!(prefix_path(root, "../").is_err());
-    }
-
-    #[test]
-    fn content_addressed_keys() {
-        let hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        assert_eq!(
-            content_digest(&format!("a/b/blobs/sha256/{hex}")),
-            Some(format!("sha256:{hex}"))
-        );
-        assert_eq!(content_digest(&format!("a/.uploads/{hex}")), None);
-        assert_eq!(content_digest("a/blobs/sha256/abc"), None);
-        assert_eq!(content_digest("a/index.json"), None);
     }
 }
