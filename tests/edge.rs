@@ -44,6 +44,26 @@ fn top_level(bytes: &[u8]) -> (BTreeSet<String>, BTreeSet<String>) {
     (imports, exports)
 }
 
+/// How many core instances and memories one instantiation of a component
+/// creates, nested components included: what a request costs a runtime's
+/// instance pool.
+fn instance_cost(bytes: &[u8]) -> (usize, usize) {
+    let (mut instances, mut memories) = (0, 0);
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload.expect("a valid component") {
+            wasmparser::Payload::InstanceSection(s) => {
+                instances += s
+                    .into_iter()
+                    .filter(|i| matches!(i, Ok(wasmparser::Instance::Instantiate { .. })))
+                    .count();
+            }
+            wasmparser::Payload::MemorySection(s) => memories += s.count() as usize,
+            _ => {}
+        }
+    }
+    (instances, memories)
+}
+
 /// `wasi:http/types@0.2.12` -> `http`.
 fn wasi_package(name: &str) -> Option<&str> {
     name.strip_prefix("wasi:")?.split('/').next()
@@ -114,6 +134,13 @@ fn edge_compositions_import_only_standard_wasi() {
         &[STANDARD, &["filesystem"]].concat(),
     );
     assert!(!fs.iter().any(|i| i.starts_with("wasi:keyvalue")), "{fs:?}");
+
+    for file in ["registry-kv.wasm", "registry-s3.wasm"] {
+        let (instances, memories) = instance_cost(&std::fs::read(edge_file(file)).unwrap());
+        report(&format!(
+            "edge: a request to {file} instantiates {instances} core instances with {memories} memories"
+        ));
+    }
 }
 
 // ---------------------------------------------------------------- spin.toml
@@ -491,4 +518,59 @@ fn s3_composition_signs_requests_an_endpoint_checks() {
         "a refused write must not succeed: {}",
         r.status
     );
+}
+
+// ---------------------------------------------------------------- concurrency
+
+/// 100 clients at once push one shared layer and an image each, under a tag
+/// of their own, into one repository: every compare-and-swap of
+/// `index.json` and every create-if-absent of the shared blob must hold.
+fn concurrent_pushes(edge: Edge) {
+    const CLIENTS: usize = 100;
+    let reg = start(edge);
+    let shared = b"the layer every client pushes";
+    let pushed: Vec<(String, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..CLIENTS)
+            .map(|i| {
+                let reg = &reg;
+                s.spawn(move || {
+                    let layer = reg.push_blob("busy/repo", shared);
+                    let config = format!("{{\"client\":{i}}}");
+                    let cd = reg.push_blob("busy/repo", config.as_bytes());
+                    let m =
+                        image_manifest(&cd, config.len(), &[(&layer, shared.len())], None, None);
+                    let tag = format!("t{i:03}");
+                    let r = reg.put_manifest("busy/repo", &tag, OCI_MANIFEST, &m);
+                    assert_eq!(r.status, 201, "client {i}: {}", r.text());
+                    (tag, sha256(&m))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let tags = reg.get("/v2/busy/repo/tags/list?n=1000").json();
+    let listed: BTreeSet<String> = tags["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    let want: BTreeSet<String> = pushed.iter().map(|(t, _)| t.clone()).collect();
+    assert_eq!(listed, want, "tags lost under concurrent pushes");
+    for (tag, digest) in &pushed {
+        let r = reg.get_manifest("busy/repo", tag);
+        assert_eq!(r.status, 200, "{tag}");
+        assert_eq!(sha256(&r.body), *digest, "{tag} names another manifest");
+    }
+    assert_eq!(reg.pull_blob("busy/repo", &sha256(shared)), shared);
+}
+
+#[test]
+fn a_hundred_concurrent_pushes_lose_nothing_on_kv() {
+    concurrent_pushes(Edge::Kv);
+}
+
+#[test]
+fn a_hundred_concurrent_pushes_lose_nothing_on_s3() {
+    concurrent_pushes(Edge::S3);
 }

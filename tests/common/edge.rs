@@ -81,11 +81,16 @@ pub fn s3_vars(bucket: &Bucket) -> Vec<(String, String)> {
 
 /// `wasmtime serve` on 127.0.0.1 with a free port: WASI cli (std in the
 /// components needs it), `wasi:config` with `vars` and the admin token,
-/// and `dir` preopened as `/data` when given.
+/// room for 100+ concurrent requests, and `dir` preopened as `/data`.
 pub fn serve_command(file: &Path, vars: &[(String, String)], dir: Option<&Path>) -> Command {
     let mut c = Command::new(wasmtime());
     c.arg("serve")
         .args(["--addr", "127.0.0.1:0", "-S", "cli", "-S", "config"])
+        // A request instantiates every component of the composition (18
+        // core instances, more tables); wasmtime's default pool of 1,000 of
+        // each caps concurrency near 50 requests (README, "Spin and the edge").
+        .args(["-O", "pooling-total-core-instances=10000"])
+        .args(["-O", "pooling-total-tables=10000"])
         .arg("-S")
         .arg(format!("config-var=admin_token={ADMIN_TOKEN}"));
     for (k, v) in vars {
