@@ -136,7 +136,7 @@ impl S3Settings {
     pub const MAX_PART: u64 = 5 << 30;
     pub const DEFAULT_PART: u64 = 10 << 20;
     /// Parts one multipart upload may have.
-    pub const MAX_PARTS: u64 = 10_000;
+    pub const MAX_PARTS: u64 = skiff_core::s3_layout::MAX_PARTS;
 }
 
 #[derive(Debug, Clone)]

@@ -14,6 +14,7 @@ pub mod object_key;
 pub mod range;
 pub mod reference;
 pub mod resumable;
+pub mod s3_layout;
 
 pub use digest::{Algorithm, Digest};
 pub use error::{ErrorCode, RegistryError};

@@ -16,37 +16,9 @@
 //!   blob of that digest.
 
 use crate::http::Head;
-use serde::{Deserialize, Serialize};
-use skiff_core::resumable::Sha256State;
-
-/// Marks a session record (its S3 user metadata).
-pub const SESSION_MARK: &str = "skiff-session";
-/// The digest a published blob was checked against (its user metadata).
-pub const DIGEST_META: &str = "skiff-digest";
-/// Where sessions' bytes are staged, under the prefix.
-pub const STAGING: &str = ".skiff-staging";
-/// Marks a reference (dedupe): its value is the digest it stands for.
-pub const REF_MARK: &str = "skiff-ref";
-/// The size of what a session record or a reference stands for.
-pub const SIZE_META: &str = "skiff-size";
-/// Parts one multipart upload may have.
-pub const MAX_PARTS: u64 = 10_000;
-
-/// An upload session's record: all it takes to continue or publish it.
-/// Field for field the native one, so the JSON is the same.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct Session {
-    pub size: u64,
-    pub part_size: u64,
-    /// Full parts stored (`part-00001` ..).
-    pub parts: u64,
-    /// The object (full S3 key) holding the bytes after the last full
-    /// part, if any.
-    pub tail: Option<String>,
-    pub sha256: Sha256State,
-    /// An append or a publish is under way until then (ms since the epoch).
-    pub lease_until_ms: u64,
-}
+pub use skiff_core::s3_layout::{
+    Session, DIGEST_META, MAX_PARTS, REF_MARK, SESSION_MARK, SIZE_META, STAGING,
+};
 
 /// What an S3 object at an object's key is.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,37 +57,5 @@ pub fn size_of(h: &Head) -> u64 {
             .meta(SIZE_META)
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_session_record_is_the_native_json() {
-        let mut s = Session {
-            size: 3,
-            part_size: 10 << 20,
-            parts: 0,
-            tail: Some("p/.skiff-staging/r/.uploads/u/tail-3-00000000000000ff".into()),
-            sha256: Sha256State::default(),
-            lease_until_ms: 0,
-        };
-        s.sha256.update(b"abc");
-        let json = serde_json::to_string(&s).unwrap();
-        assert!(
-            json.starts_with(
-                r#"{"size":3,"part_size":10485760,"parts":0,"tail":"p/.skiff-staging/"#
-            ),
-            "{json}"
-        );
-        assert!(json.contains(r#""sha256":{"h":["#) && json.ends_with(r#","lease_until_ms":0}"#));
-        let back: Session = serde_json::from_str(&json).unwrap();
-        assert_eq!(back, s);
-        assert_eq!(
-            back.sha256.hex(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
     }
 }

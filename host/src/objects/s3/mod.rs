@@ -43,9 +43,9 @@ use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha512};
 use skiff_core::resumable::Sha256State;
+use skiff_core::s3_layout::{Session, DIGEST_META, REF_MARK, SESSION_MARK, SIZE_META, STAGING};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
@@ -53,16 +53,6 @@ use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 /// stall (`http.bodyTimeout`), renewed by nothing; an append that takes
 /// longer loses its claim and fails rather than race another writer.
 const LEASE: Duration = Duration::from_secs(15 * 60);
-/// Marks a session record (its S3 user metadata).
-const SESSION_MARK: &str = "skiff-session";
-/// The digest a published blob was checked against (its user metadata).
-const DIGEST_META: &str = "skiff-digest";
-const STAGING: &str = ".skiff-staging";
-/// Marks a reference (dedupe): its value is the digest it stands for.
-const REF_MARK: &str = "skiff-ref";
-/// The size of what a session record or a reference stands for.
-const SIZE_META: &str = "skiff-size";
-
 pub struct S3 {
     client: aws_sdk_s3::Client,
     bucket: String,
@@ -87,20 +77,6 @@ pub struct S3 {
 /// How long a presigned URL of a redirect stays good: long enough for a
 /// client to start the download, short enough not to be worth leaking.
 const PRESIGNED_FOR: Duration = Duration::from_secs(20 * 60);
-
-/// An upload session's record: all it takes to continue or publish it.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-struct Session {
-    size: u64,
-    part_size: u64,
-    /// Full parts stored (`part-00001` ..).
-    parts: u64,
-    /// The object holding the bytes after the last full part, if any.
-    tail: Option<String>,
-    sha256: Sha256State,
-    /// An append or a publish is under way until then (ms since the epoch).
-    lease_until_ms: u64,
-}
 
 fn now_ms() -> u64 {
     SystemTime::now()
