@@ -46,6 +46,27 @@ pub struct Session {
     pub lease_until_ms: u64,
 }
 
+/// How long an append's or a publish's lease on a session lasts, in ms:
+/// longer than any one request body may stall, renewed by nothing; an
+/// append that takes longer loses its claim and fails rather than race
+/// another writer. Both implementations honour the other's leases, so
+/// they share this.
+pub const LEASE_MS: u64 = 15 * 60 * 1000;
+
+impl Session {
+    /// A session with nothing in it yet, its parts `part_size` bytes.
+    pub fn new(part_size: u64) -> Session {
+        Session {
+            size: 0,
+            part_size,
+            parts: 0,
+            tail: None,
+            sha256: Sha256State::default(),
+            lease_until_ms: 0,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

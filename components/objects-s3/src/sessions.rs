@@ -16,17 +16,10 @@ use crate::clock::now_ms;
 use crate::format::{Session, MAX_PARTS, SESSION_MARK, SIZE_META};
 use crate::http::READ_PIECE;
 use crate::{Condition, ObjectError, Written};
-use skiff_core::resumable::Sha256State;
-use std::time::Duration;
 use wasip2::io::streams::{InputStream, StreamError};
 
-/// How long an append's lease lasts (the native backend's): longer than
-/// any one request body may stall, renewed by nothing; an append that
-/// takes longer loses its claim and fails rather than race another writer.
-const LEASE: Duration = Duration::from_secs(15 * 60);
-
 fn lease_end() -> u64 {
-    now_ms() + LEASE.as_millis() as u64
+    now_ms() + skiff_core::s3_layout::LEASE_MS
 }
 
 /// A request body being read, at most `limit` bytes of it.
@@ -113,14 +106,7 @@ impl Bucket {
         src: &InputStream,
         limit: Option<u64>,
     ) -> Result<Written, ObjectError> {
-        let fresh = Session {
-            size: 0,
-            part_size: self.part_size,
-            parts: 0,
-            tail: None,
-            sha256: Sha256State::default(),
-            lease_until_ms: 0,
-        };
+        let fresh = Session::new(self.part_size);
         // A new session is created already claimed by this append (one
         // request fewer); an existing one is claimed by compare-and-swap.
         let mut claimed = fresh.clone();

@@ -44,15 +44,12 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use bytes::Bytes;
 use sha2::{Digest as _, Sha512};
-use skiff_core::resumable::Sha256State;
-use skiff_core::s3_layout::{Session, DIGEST_META, REF_MARK, SESSION_MARK, SIZE_META, STAGING};
+use skiff_core::s3_layout::{
+    Session, DIGEST_META, LEASE_MS, REF_MARK, SESSION_MARK, SIZE_META, STAGING,
+};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
-/// How long an append's lease lasts: longer than any one request body may
-/// stall (`http.bodyTimeout`), renewed by nothing; an append that takes
-/// longer loses its claim and fails rather than race another writer.
-const LEASE: Duration = Duration::from_secs(15 * 60);
 pub struct S3 {
     client: aws_sdk_s3::Client,
     bucket: String,
@@ -337,7 +334,7 @@ impl S3 {
             return Err(ObjectError::Busy);
         }
         let mut leased = s.clone();
-        leased.lease_until_ms = now_ms() + LEASE.as_millis() as u64;
+        leased.lease_until_ms = now_ms() + LEASE_MS;
         match self
             .put_session(key, &leased, &Condition::IfVersion(version.to_string()))
             .await
@@ -1025,18 +1022,11 @@ impl Backend for S3 {
         limit: Option<u64>,
     ) -> Result<Written, ObjectError> {
         check(key)?;
-        let fresh = Session {
-            size: 0,
-            part_size: self.part_size,
-            parts: 0,
-            tail: None,
-            sha256: Sha256State::default(),
-            lease_until_ms: 0,
-        };
+        let fresh = Session::new(self.part_size);
         // A new session is created already claimed by this append (one
         // request fewer); an existing one is claimed by compare-and-swap.
         let mut claimed = fresh.clone();
-        claimed.lease_until_ms = now_ms() + LEASE.as_millis() as u64;
+        claimed.lease_until_ms = now_ms() + LEASE_MS;
         let created = if offset == 0 {
             match self.put_session(key, &claimed, &Condition::IfAbsent).await {
                 Ok(v) => Some(v),
