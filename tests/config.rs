@@ -31,24 +31,27 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> Option<Output> {
 }
 
 #[test]
-fn security_settings_skiff_lacks_refuse_to_start() {
+fn security_settings_skiff_lacks_or_cannot_use_refuse_to_start() {
     let data = tempfile::tempdir().unwrap();
     for (http, key) in [
         (
             serde_json::json!({"tls": {"cert": "/etc/skiff/cert.pem", "key": "/etc/skiff/key.pem"}}),
             "http.tls",
         ),
+        // Settings skiff has, that cannot be used as given: a missing
+        // secret file, a bearer setup without keys, a policy with an
+        // action zot does not have.
         (
-            serde_json::json!({"auth": {"htpasswd": {"path": "/etc/skiff/htpasswd"}}}),
-            "http.auth.htpasswd",
+            serde_json::json!({"auth": {"htpasswd": {"path": "/etc/skiff/no-such-htpasswd"}}}),
+            "http.auth.htpasswd.path",
         ),
         (
             serde_json::json!({"auth": {"bearer": {"realm": "https://auth.example/token", "service": "reg"}}}),
             "http.auth.bearer",
         ),
         (
-            serde_json::json!({"accessControl": {"repositories": {"**": {"anonymousPolicy": ["read"]}}}}),
-            "http.accessControl",
+            serde_json::json!({"accessControl": {"repositories": {"**": {"anonymousPolicy": ["write"]}}}}),
+            "http.accessControl.repositories.**.anonymousPolicy",
         ),
         (
             serde_json::json!({"auth": {"kerberos": {}}}),

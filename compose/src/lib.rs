@@ -6,7 +6,9 @@
 //!
 //! ```text
 //! skiff serve (embedded by host/build.rs)   dist-api ← storage ← [objects: the host]
+//!                                                     ← [access: the host]
 //! target/edge/registry-kv.wasm   (Spin)     edge ← dist-api ← storage ← objects-kv
+//!                                                           ← access
 //!                                                ← gc, scrub ← (the same objects-kv)
 //! target/edge/registry-s3.wasm   (Spin)     the same over objects-s3
 //! target/edge/registry-s3-wasmtime.wasm     registry-s3 with the config bridge
@@ -39,11 +41,13 @@ pub const COMPONENTS: &[&str] = &[
     "skiff-objects-s3",
     "skiff-kv-fs",
     "skiff-edge",
+    "skiff-access",
     "skiff-config-bridge",
 ];
 
 const HANDLER: &str = "wasi:http/incoming-handler@0.2.12";
 const STORE: &str = "skiff:registry/store@0.1.0";
+const ACCESS: &str = "skiff:registry/access@0.1.0";
 const OBJECTS: &str = "skiff:registry/objects@0.1.0";
 const GC: &str = "skiff:registry/gc@0.1.0";
 const SCRUB: &str = "skiff:registry/scrub@0.1.0";
@@ -250,7 +254,10 @@ pub fn edge(built: &Built, objects: Objects, kv_fs: bool, bridge: bool) -> Resul
         }
     };
     let storage = g.instance("skiff-storage", &[(OBJECTS, objects)])?;
-    let dist = g.instance("skiff-dist-api", &[(STORE, storage)])?;
+    let mut args = Vec::new();
+    with_config(&mut args);
+    let access = g.instance("skiff-access", &args)?;
+    let dist = g.instance("skiff-dist-api", &[(STORE, storage), (ACCESS, access)])?;
     let gc = g.instance("skiff-gc", &[(OBJECTS, objects)])?;
     let scrub = g.instance("skiff-scrub", &[(OBJECTS, objects)])?;
     let mut args = vec![(HANDLER, dist), (GC, gc), (SCRUB, scrub)];

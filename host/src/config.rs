@@ -6,6 +6,7 @@
 //! TLS and access-control settings, which skiff does not have yet, stop it
 //! from starting (see [`refuse_unsupported`]).
 
+use crate::auth::settings::AuthSettings;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Map, Value};
 use std::net::IpAddr;
@@ -29,6 +30,8 @@ pub struct Config {
     /// an embedded one in each store's `rootDirectory`.
     pub remote_cache: Option<DynamoSettings>,
     pub log_level: String,
+    /// `http.auth` and `http.accessControl`.
+    pub auth: AuthSettings,
     /// Keys present in the file that skiff does not know.
     pub unknown_keys: Vec<String>,
 }
@@ -224,6 +227,7 @@ impl Default for Config {
             max_blob_size: None,
             remote_cache: None,
             log_level: "info".into(),
+            auth: AuthSettings::default(),
             unknown_keys: Vec::new(),
         }
     }
@@ -243,14 +247,21 @@ const KNOWN: &[&str] = &[
     "http.bodyTimeout",
     "http.requestCpuBudget",
     "http.shutdownTimeout",
-    // Present only as null (or `apikey: false`) once `refuse_unsupported` passed.
-    "http.tls",
+    // Checked as a whole by skiff_core::access::Policy (see OPAQUE).
     "http.accessControl",
     "http.auth",
     "http.auth.failDelay",
     "http.auth.htpasswd",
-    "http.auth.ldap",
+    "http.auth.htpasswd.path",
     "http.auth.bearer",
+    "http.auth.bearer.realm",
+    "http.auth.bearer.service",
+    "http.auth.bearer.cert",
+    "http.auth.bearer.key",
+    "http.auth.bearer.expiration",
+    // Present only as null (or `apikey: false`) once `refuse_unsupported` passed.
+    "http.tls",
+    "http.auth.ldap",
     "http.auth.openid",
     "http.auth.apikey",
     "storage",
@@ -366,8 +377,12 @@ impl Config {
             errors: Vec::new(),
         };
         collect_unknown(&root, "", &mut p.cfg.unknown_keys);
-        let steps: [fn(&mut Parse) -> Result<()>; 10] = [
+        let steps: [fn(&mut Parse) -> Result<()>; 11] = [
             |p| refuse_unsupported(p.root),
+            |p| {
+                p.cfg.auth = AuthSettings::parse(p.root.get("http").and_then(Value::as_object))?;
+                Ok(())
+            },
             |p| p.http_address(),
             |p| p.http_port(),
             |p| p.http_limits(),
@@ -407,10 +422,10 @@ impl Config {
                 ));
             }
         }
-        if !self.http.address.is_loopback() {
+        if !self.http.address.is_loopback() && !self.auth.auth_on() && self.auth.policy.is_none() {
             out.push(format!(
-                "http.address: {} is reachable from other machines, and skiff has no \
-                 authentication yet: anyone who reaches it can push and delete",
+                "http.address: {} is reachable from other machines, and http.auth is not \
+                 set: anyone who reaches it can push and delete",
                 self.http.address
             ));
         }
@@ -456,6 +471,9 @@ impl Config {
             "storage": storage,
             "log": {"level": self.log_level},
         });
+        for (key, v) in &self.auth.written {
+            cfg["http"][*key] = v.clone();
+        }
         if let Some(i) = self.scrub_interval {
             cfg["extensions"] = json!({"scrub": {"enable": true, "interval": duration_text(i)}});
         }
@@ -1166,20 +1184,7 @@ pub fn parse_duration(v: &Value, key: &str) -> Result<Duration> {
     Ok(total)
 }
 
-/// zot's repository globs: `*` within one path component, `**` across them.
-pub fn glob_match(glob: &str, name: &str) -> bool {
-    fn m(g: &[u8], n: &[u8]) -> bool {
-        match g.first() {
-            None => n.is_empty(),
-            Some(b'*') if g.get(1) == Some(&b'*') => (0..=n.len()).any(|i| m(&g[2..], &n[i..])),
-            Some(b'*') => (0..=n.len())
-                .take_while(|&i| i == 0 || n[i - 1] != b'/')
-                .any(|i| m(&g[1..], &n[i..])),
-            Some(c) => n.first() == Some(c) && m(&g[1..], &n[1..]),
-        }
-    }
-    m(glob.as_bytes(), name.as_bytes())
-}
+pub use skiff_core::access::glob_match;
 
 /// zot features skiff does not have yet, each of which would leave the
 /// registry more open than its operator configured it to be if it were
@@ -1190,20 +1195,8 @@ const REFUSED: &[(&str, &str)] = &[
         "TLS is not supported yet; refusing to serve plain HTTP to clients configured for TLS",
     ),
     (
-        "http.accessControl",
-        "access control is not supported yet; refusing to give everyone read and write access",
-    ),
-    (
-        "http.auth.htpasswd",
-        "htpasswd authentication is not supported yet; refusing to serve without authentication",
-    ),
-    (
         "http.auth.ldap",
         "LDAP authentication is not supported yet; refusing to serve without authentication",
-    ),
-    (
-        "http.auth.bearer",
-        "bearer-token authentication is not supported yet; refusing to serve without authentication",
     ),
     (
         "http.auth.openid",
@@ -1215,8 +1208,9 @@ const REFUSED: &[(&str, &str)] = &[
     ),
 ];
 
-/// `http.auth` keys that tune authentication without enabling any.
-const AUTH_TUNING: &[&str] = &["failDelay"];
+/// `http.auth` keys skiff acts on: the ways of signing in it has, and
+/// `failDelay`, which tunes them.
+const AUTH_KNOWN: &[&str] = &["failDelay", "htpasswd", "bearer"];
 
 /// Fail on any security setting skiff would otherwise ignore. `null` (and
 /// `"apikey": false`) means the feature is off, as in zot. Under `http.auth`
@@ -1235,7 +1229,7 @@ fn refuse_unsupported(root: &Map<String, Value>) -> Result<()> {
             let methods = REFUSED
                 .iter()
                 .filter_map(|(k, _)| k.strip_prefix("http.auth."));
-            let known: Vec<&str> = methods.chain(AUTH_TUNING.iter().copied()).collect();
+            let known: Vec<&str> = methods.chain(AUTH_KNOWN.iter().copied()).collect();
             if let Some(k) = auth.keys().find(|k| !known.contains(&k.as_str())) {
                 bail!(
                     "http.auth.{k}: unknown authentication setting; refusing to start \
@@ -1318,6 +1312,10 @@ fn is_known(key: &str) -> bool {
     })
 }
 
+/// Known objects whose keys are checked by their own parser, which refuses
+/// unknown ones (a misspelt policy key must not widen access silently).
+const OPAQUE: &[&str] = &["http.accessControl"];
+
 fn collect_unknown(obj: &Map<String, Value>, prefix: &str, out: &mut Vec<String>) {
     for (k, v) in obj {
         // Subpath names may contain dots' cousins but never dots; keep them as one key.
@@ -1328,6 +1326,9 @@ fn collect_unknown(obj: &Map<String, Value>, prefix: &str, out: &mut Vec<String>
         };
         if !is_known(&key) {
             out.push(key);
+            continue;
+        }
+        if OPAQUE.contains(&key.as_str()) {
             continue;
         }
         if let Value::Object(inner) = v {
@@ -1733,26 +1734,14 @@ mod tests {
             ),
             (r#"{"http":{"tls":{}}}"#, "http.tls"),
             (
-                r#"{"http":{"auth":{"htpasswd":{"path":"/etc/htpasswd"}}}}"#,
-                "http.auth.htpasswd",
-            ),
-            (
                 r#"{"http":{"auth":{"ldap":{"address":"ldap.example"}}}}"#,
                 "http.auth.ldap",
-            ),
-            (
-                r#"{"http":{"auth":{"bearer":{"realm":"r","service":"s"}}}}"#,
-                "http.auth.bearer",
             ),
             (
                 r#"{"http":{"auth":{"openid":{"providers":{}}}}}"#,
                 "http.auth.openid",
             ),
             (r#"{"http":{"auth":{"apikey":true}}}"#, "http.auth.apikey"),
-            (
-                r#"{"http":{"accessControl":{"repositories":{}}}}"#,
-                "http.accessControl",
-            ),
         ] {
             let e = format!("{:#}", Config::parse(text).unwrap_err());
             assert!(e.contains(&format!("{key}: ")), "{key}: {e}");

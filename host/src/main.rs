@@ -3,6 +3,7 @@
 //! request) and implements the component's `objects` import on local disk.
 
 mod admission;
+mod auth;
 mod body;
 mod cache;
 mod config;

@@ -9,6 +9,7 @@
 //! yields to the async runtime every tick, so one busy guest cannot starve
 //! the others.
 
+use crate::auth::Auth;
 use crate::cache::load_component;
 use crate::objects::Objects;
 use anyhow::{Context, Result};
@@ -67,6 +68,7 @@ wasmtime::component::bindgen!({
     imports: { default: async },
     with: {
         "wasi:io": wasmtime_wasi::p2::bindings::io,
+        "skiff:registry/access.caller": crate::auth::CallerState,
     },
 });
 
@@ -77,6 +79,10 @@ pub struct Ctx {
     http: WasiHttpCtx,
     hooks: NoOutbound,
     pub objects: Arc<Objects>,
+    /// Who callers are and what they may do (`access`).
+    pub auth: Arc<Auth>,
+    /// The user the request authenticated as, once it has.
+    pub user: Option<String>,
     /// Background jobs hash at low CPU priority, so requests come first.
     pub priority: Priority,
 }
@@ -214,6 +220,7 @@ pub struct Runtime {
     gc: GcJobPre<Ctx>,
     scrub: ScrubJobPre<Ctx>,
     objects: Arc<Objects>,
+    auth: Arc<Auth>,
     /// Settings the components read from their environment.
     guest_env: Vec<(String, String)>,
 }
@@ -225,6 +232,7 @@ impl Runtime {
         let mut linker = Linker::<Ctx>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         skiff::registry::objects::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut linker, |c| c)?;
+        skiff::registry::access::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut linker, |c| c)?;
         // The WASI crate the guests build with names wasi:http types even where
         // a component makes no HTTP calls; outbound requests are refused anyway.
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
@@ -241,13 +249,15 @@ impl Runtime {
             gc,
             scrub,
             objects,
+            auth: Arc::new(Auth::open()),
             guest_env: Vec::new(),
         })
     }
 
     /// Pass the settings the components read (they see no config file:
     /// the same components run under other hosts, which set these too).
-    pub fn with_settings(mut self, cfg: &crate::config::Config) -> Runtime {
+    pub fn with_settings(mut self, cfg: &crate::config::Config, auth: Arc<Auth>) -> Runtime {
+        self.auth = auth;
         if let Some(max) = cfg.max_blob_size {
             self.guest_env
                 .push(("SKIFF_MAX_BLOB_SIZE".into(), max.to_string()));
@@ -268,6 +278,8 @@ impl Runtime {
                 http: WasiHttpCtx::new(),
                 hooks: NoOutbound,
                 objects: self.objects.clone(),
+                auth: self.auth.clone(),
+                user: None,
                 priority,
             },
         );

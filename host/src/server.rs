@@ -1,6 +1,7 @@
 //! The commands: `serve` (the accept loop; each connection is served by
 //! `http`), and the foreground `gc` and `scrub` passes.
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::config::Driver;
 use crate::http::Serving;
@@ -26,7 +27,8 @@ pub async fn serve(cfg: Config) -> Result<Stopped> {
             .context("http.maxRequestsInFlight: too large")?,
         request_budget: cfg.http.request_cpu_budget,
     };
-    let runtime = Arc::new(Runtime::new(objects.clone(), limits)?.with_settings(&cfg));
+    let auth = Arc::new(Auth::new(&cfg.auth)?);
+    let runtime = Arc::new(Runtime::new(objects.clone(), limits)?.with_settings(&cfg, auth));
     for store in objects.stores() {
         store.clone().start()?;
     }

@@ -83,9 +83,22 @@ pub fn s3_vars(bucket: &Bucket) -> Vec<(String, String)> {
 /// components needs it), `wasi:config` with `vars` and the admin token,
 /// room for 100+ concurrent requests, and `dir` preopened as `/data`.
 pub fn serve_command(file: &Path, vars: &[(String, String)], dir: Option<&Path>) -> Command {
+    serve_command_on(0, file, vars, dir, &[])
+}
+
+/// [`serve_command`] on a given port (0: a free one).
+pub fn serve_command_on(
+    port: u16,
+    file: &Path,
+    vars: &[(String, String)],
+    dir: Option<&Path>,
+    mounts: &[(PathBuf, &str)],
+) -> Command {
     let mut c = Command::new(wasmtime());
     c.arg("serve")
-        .args(["--addr", "127.0.0.1:0", "-S", "cli", "-S", "config"])
+        .arg("--addr")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["-S", "cli", "-S", "config"])
         // A request instantiates every component of the composition (18
         // core instances, more tables); wasmtime's default pool of 1,000 of
         // each caps concurrency near 50 requests (README, "Spin and the edge").
@@ -99,6 +112,9 @@ pub fn serve_command(file: &Path, vars: &[(String, String)], dir: Option<&Path>)
     if let Some(d) = dir {
         std::fs::create_dir_all(d).expect("creating the kv-fs directory");
         c.arg("--dir").arg(format!("{}::/data", d.display()));
+    }
+    for (host, guest) in mounts {
+        c.arg("--dir").arg(format!("{}::{guest}", host.display()));
     }
     c.arg(file);
     c
@@ -139,20 +155,45 @@ impl Registry {
             port,
             data: store.data,
             stored: store.stored,
+            authorization: Default::default(),
         }
     }
 
     /// A registry of this target's edge kind on a fresh store.
     pub fn start_edge(edge: Edge, store: Store) -> Registry {
+        Registry::start_edge_with(edge, store, 0, &[], &[])
+    }
+
+    /// [`Registry::start_edge`] on `port` (0: any) with more runtime
+    /// settings (`auth_*`, say).
+    pub fn start_edge_with(
+        edge: Edge,
+        store: Store,
+        port: u16,
+        vars: &[(String, String)],
+        mounts: &[(PathBuf, &str)],
+    ) -> Registry {
         let kv = store.data.path().join("kv");
         let command = match (edge, &store.stored) {
-            (Edge::S3, super::Backing::S3(bucket)) => serve_command(
-                &edge_file("registry-s3-wasmtime.wasm"),
-                &s3_vars(bucket),
-                None,
-            ),
+            (Edge::S3, super::Backing::S3(bucket)) => {
+                let mut all = s3_vars(bucket);
+                all.extend_from_slice(vars);
+                serve_command_on(
+                    port,
+                    &edge_file("registry-s3-wasmtime.wasm"),
+                    &all,
+                    None,
+                    mounts,
+                )
+            }
             (Edge::S3, _) => unreachable!("an _edge_s3 target's store is a bucket"),
-            (Edge::Kv, _) => serve_command(&edge_file("registry-kv-fs.wasm"), &[], Some(&kv)),
+            (Edge::Kv, _) => serve_command_on(
+                port,
+                &edge_file("registry-kv-fs.wasm"),
+                vars,
+                Some(&kv),
+                mounts,
+            ),
         };
         let mut store = store;
         if edge == Edge::Kv {

@@ -2,6 +2,7 @@
 //! and a fresh data directory, and talks to it over plain HTTP/1.1.
 #![allow(dead_code)]
 
+mod auth;
 mod client;
 mod edge;
 mod engine;
@@ -9,6 +10,8 @@ mod kv;
 mod oci_layout;
 mod store;
 mod throttle;
+#[allow(unused_imports)]
+pub use auth::*;
 #[allow(unused_imports)]
 pub use client::*;
 #[allow(unused_imports)]
@@ -42,6 +45,9 @@ pub struct Registry {
     pub data: tempfile::TempDir,
     /// Where its objects are, for checks of what it stored.
     pub stored: Backing,
+    /// The `Authorization` every request of [`Registry::req`] carries
+    /// unless it sets its own (`as_user` in tests/common/auth.rs).
+    pub authorization: std::sync::Mutex<Option<String>>,
 }
 
 impl Registry {
@@ -102,7 +108,7 @@ impl Registry {
         Registry::spawn(command, data)
     }
 
-    fn spawn(mut command: Command, store: Store) -> Registry {
+    pub fn spawn(mut command: Command, store: Store) -> Registry {
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -122,6 +128,7 @@ impl Registry {
             port,
             data: store.data,
             stored: store.stored,
+            authorization: Default::default(),
         }
     }
 
@@ -139,6 +146,7 @@ impl Registry {
             port,
             stored: Backing::Disk(data.path().join("root")),
             data,
+            authorization: Default::default(),
         }
     }
 
@@ -171,11 +179,15 @@ impl Registry {
     }
 
     pub fn req(&self, method: &str, path: &str) -> Req<'_> {
+        let auth = self.authorization.lock().unwrap().clone();
         Req {
             reg: self,
             method: method.to_string(),
             path: path.to_string(),
-            headers: Vec::new(),
+            headers: auth
+                .map(|a| ("Authorization".to_string(), a))
+                .into_iter()
+                .collect(),
             body: Vec::new(),
             chunked: false,
         }
@@ -357,7 +369,7 @@ fn cache_dir() -> PathBuf {
 
 /// A fresh data directory with the test config (127.0.0.1 with a free
 /// port, the root inside it) as `edit` leaves it; the config's path.
-fn write_config(edit: impl FnOnce(&mut serde_json::Value)) -> (Store, PathBuf) {
+pub fn write_config(edit: impl FnOnce(&mut serde_json::Value)) -> (Store, PathBuf) {
     let data = tempfile::tempdir().expect("tempdir");
     let mut cfg = serde_json::json!({
         "http": {"address": "127.0.0.1", "port": 0},
@@ -552,7 +564,18 @@ pub struct Req<'a> {
 
 impl Req<'_> {
     pub fn header(mut self, k: &str, v: &str) -> Self {
+        if k.eq_ignore_ascii_case("authorization") {
+            self.headers
+                .retain(|(h, _)| !h.eq_ignore_ascii_case("authorization"));
+        }
         self.headers.push((k.to_string(), v.to_string()));
+        self
+    }
+
+    /// Send no `Authorization` at all.
+    pub fn anonymous(mut self) -> Self {
+        self.headers
+            .retain(|(h, _)| !h.eq_ignore_ascii_case("authorization"));
         self
     }
 

@@ -33,6 +33,12 @@ pub enum ErrorCode {
     InUse,
     /// Too much contention or load; retry later (503 with Retry-After).
     TooManyRequests,
+    /// No or wrong credentials (401, with a `WWW-Authenticate` challenge).
+    Unauthorized,
+    /// Signed in, but the policy does not allow it (403).
+    Denied,
+    /// The identity provider (LDAP) did not answer (503).
+    AuthUnavailable,
     Internal,
 }
 
@@ -50,7 +56,9 @@ impl ErrorCode {
             ErrorCode::NameUnknown => "NAME_UNKNOWN",
             ErrorCode::SizeInvalid | ErrorCode::BlobTooLarge => "SIZE_INVALID",
             ErrorCode::InUse => "DENIED",
-            ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
+            ErrorCode::TooManyRequests | ErrorCode::AuthUnavailable => "TOOMANYREQUESTS",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::Denied => "DENIED",
             ErrorCode::PaginationInvalid => "PAGINATION_NUMBER_INVALID",
             ErrorCode::Unsupported | ErrorCode::MethodNotAllowed => "UNSUPPORTED",
             ErrorCode::RangeInvalid => "RANGE_INVALID",
@@ -77,7 +85,9 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::ManifestTooLarge | ErrorCode::BlobTooLarge => 413,
             ErrorCode::InUse => 409,
-            ErrorCode::TooManyRequests => 503,
+            ErrorCode::TooManyRequests | ErrorCode::AuthUnavailable => 503,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Denied => 403,
             ErrorCode::RangeInvalid => 416,
             ErrorCode::Internal => 500,
         }
@@ -106,6 +116,9 @@ impl ErrorCode {
             ErrorCode::BlobTooLarge => "blob exceeds the maximum size",
             ErrorCode::InUse => "still in use; not deleted",
             ErrorCode::TooManyRequests => "too many concurrent requests; retry later",
+            ErrorCode::Unauthorized => "authentication required",
+            ErrorCode::Denied => "requested access to the resource is denied",
+            ErrorCode::AuthUnavailable => "the identity provider is unavailable; retry later",
             ErrorCode::Internal => "internal error",
         }
     }

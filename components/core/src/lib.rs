@@ -5,8 +5,13 @@
 //! Everything a request carries is parsed once, at the edge, into one of these
 //! types; code past the edge never handles an unchecked string.
 
+pub mod access;
+#[cfg(feature = "auth")]
+pub mod caller;
 pub mod digest;
 pub mod error;
+#[cfg(feature = "auth")]
+pub mod htpasswd;
 pub mod layout;
 pub mod manifest;
 pub mod name;
@@ -15,6 +20,8 @@ pub mod range;
 pub mod reference;
 pub mod resumable;
 pub mod s3_layout;
+#[cfg(feature = "auth")]
+pub mod token;
 
 pub use digest::{Algorithm, Digest};
 pub use error::{ErrorCode, RegistryError};

@@ -23,14 +23,17 @@ mod bindings {
 
 mod blobs;
 mod errors;
+mod guard;
 mod listing;
 mod manifests;
 mod request;
 mod response;
 mod route;
+mod token;
 mod uploads;
 
 use bindings::exports::wasi::http::incoming_handler::Guest;
+use guard::{Guard, Refusal};
 use request::Request;
 use response::Response;
 use route::Route;
@@ -45,7 +48,15 @@ impl Guest for DistApi {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let mut req = Request::new(request);
         let head = req.is_head();
-        let answer = route::parse(&req.method, &req.path).and_then(|r| dispatch(r, &mut req));
+        let guard = match Guard::authenticate(&req) {
+            Ok(g) => g,
+            Err(Refusal(r)) => return r.send(out, head),
+        };
+        let answer =
+            route::parse(&req.method, &req.path).and_then(|r| match guard.admit(&r, &req) {
+                Ok(()) => dispatch(r, &mut req, &guard),
+                Err(Refusal(resp)) => Ok(resp),
+            });
         let response = match answer {
             Ok(r) => r,
             // HTTP requires a 405 to say which methods the resource has.
@@ -58,10 +69,11 @@ impl Guest for DistApi {
     }
 }
 
-fn dispatch(route: Route, req: &mut Request) -> Result<Response, RegistryError> {
+fn dispatch(route: Route, req: &mut Request, guard: &Guard) -> Result<Response, RegistryError> {
     match route {
         Route::Base => Ok(Response::json(200, b"{}".to_vec())),
-        Route::Catalog => listing::catalog(req),
+        Route::Token => token::issue(req, guard),
+        Route::Catalog => listing::catalog(req, guard),
         Route::Tags(name) => listing::tags(req, &name),
         Route::Referrers(name, digest) => listing::referrers(req, &name, &digest),
         Route::GetManifest(name, r) => manifests::get(req, &name, &r),
@@ -69,7 +81,7 @@ fn dispatch(route: Route, req: &mut Request) -> Result<Response, RegistryError> 
         Route::DeleteManifest(name, r) => manifests::delete(&name, &r),
         Route::GetBlob(name, d) => blobs::get(req, &name, &d),
         Route::DeleteBlob(name, d) => blobs::delete(&name, &d),
-        Route::StartUpload(name) => uploads::start(req, &name),
+        Route::StartUpload(name) => uploads::start(req, &name, guard),
         Route::UploadStatus(name, id) => uploads::status(&name, &id),
         Route::PatchUpload(name, id) => uploads::patch(req, &name, &id),
         Route::FinishUpload(name, id) => uploads::finish(req, &name, &id),

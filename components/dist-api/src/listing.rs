@@ -1,11 +1,15 @@
 //! Content discovery: tag lists, the catalog, referrers.
 
-use crate::bindings::skiff::registry::store;
+use crate::bindings::skiff::registry::{access, store};
+use crate::guard::{unauthorized, Guard};
 use crate::request::Request;
 use crate::response::Response;
 use serde_json::{json, Map, Value};
 use skiff_core::manifest::OCI_INDEX;
 use skiff_core::{Digest, ErrorCode, RegistryError, RepoName};
+
+/// The token scope that lists the catalog.
+const CATALOG_SCOPE: &str = "registry:catalog:*";
 
 /// One page of a sorted list: entries after `last`, at most `n`, and the
 /// `Link` header to the next page when there is one.
@@ -61,9 +65,25 @@ pub fn tags(req: &Request, repo: &RepoName) -> Result<Response, RegistryError> {
     ))
 }
 
-pub fn catalog(req: &Request) -> Result<Response, RegistryError> {
+/// Only what the caller may read is listed, and pages are cut after that,
+/// so a page never comes back short for repositories the caller cannot see.
+pub fn catalog(req: &Request, guard: &Guard) -> Result<Response, RegistryError> {
     let all = store::repositories()?;
-    let (repos, link) = page(req, all, "/v2/_catalog")?;
+    let any = !all.is_empty();
+    let shown = guard.caller.visible(&all);
+    // Ask for credentials when they could show more: nothing is visible
+    // to an anonymous caller or a token without the catalog scope; and
+    // with tokens in use, a request without one gets the challenge first,
+    // so a signed-in client fetches its token and sees its own view rather
+    // than the anonymous one (CNCF distribution does the same).
+    if let Some(c) = access::challenge(Some(CATALOG_SCOPE), None) {
+        let tokens_in_use = c.starts_with("Bearer ");
+        let blind = shown.is_empty() && any && (guard.anonymous() || guard.came_with_token());
+        if blind || (tokens_in_use && guard.anonymous() && !guard.came_with_token()) {
+            return Ok(unauthorized("listing the catalog".into(), Some(c), None).0);
+        }
+    }
+    let (repos, link) = page(req, shown, "/v2/_catalog")?;
     Ok(paged_json(json!({ "repositories": repos }), link))
 }
 

@@ -7,6 +7,8 @@ use skiff_core::{Digest, ErrorCode, Reference, RegistryError, RepoName};
 
 pub enum Route {
     Base,
+    /// The token endpoint (`token::PATH`).
+    Token,
     Catalog,
     Tags(RepoName),
     Referrers(RepoName, Digest),
@@ -102,6 +104,12 @@ pub fn allowed(path: &str) -> String {
 /// is always the last two or three segments.
 pub fn parse(method: &str, path: &str) -> Result<Route, RegistryError> {
     let no_route = || RegistryError::new(ErrorCode::NotFound, format!("no route for {path}"));
+    if path == crate::token::PATH {
+        return match method {
+            "GET" => Ok(Route::Token),
+            m => Err(not_allowed(m)),
+        };
+    }
     let rest = match path.strip_prefix("/v2") {
         Some("") | Some("/") => {
             return match method {

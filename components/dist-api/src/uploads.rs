@@ -2,7 +2,9 @@
 //! (PATCH with Content-Range), streamed (PATCH without), and cross-repository
 //! mounts.
 
+use crate::bindings::skiff::registry::access::Action;
 use crate::bindings::skiff::registry::store;
+use crate::guard::Guard;
 use crate::request::Request;
 use crate::response::Response;
 use crate::route;
@@ -39,18 +41,22 @@ fn append(
     })
 }
 
-pub fn start(req: &mut Request, repo: &RepoName) -> Result<Response, RegistryError> {
+pub fn start(req: &mut Request, repo: &RepoName, guard: &Guard) -> Result<Response, RegistryError> {
     if let Some(mount) = req.query("mount") {
         let digest = route::digest(mount)?.to_string();
         if let Some(from) = req.query("from") {
             let from: RepoName = from
                 .parse()
                 .map_err(|e| RegistryError::new(ErrorCode::NameInvalid, format!("from: {e}")))?;
-            match store::blob_mount(repo.as_str(), &digest, from.as_str()) {
-                Ok(_) => return Ok(created(repo, &digest)),
+            // Mounting from a repository the caller may not read would
+            // copy what it may not see: the upload goes on unmounted,
+            // which tells it nothing about the source.
+            let readable = guard.may(&from, Action::Read);
+            match readable.then(|| store::blob_mount(repo.as_str(), &digest, from.as_str())) {
+                Some(Ok(_)) => return Ok(created(repo, &digest)),
                 // Not mountable: fall back to an ordinary upload, as the spec asks.
-                Err(store::Error::BlobUnknown) => {}
-                Err(e) => return Err(e.into()),
+                None | Some(Err(store::Error::BlobUnknown)) => {}
+                Some(Err(e)) => return Err(e.into()),
             }
         }
     }
