@@ -459,3 +459,119 @@ fn a_token_grants_only_what_the_policy_allows_and_only_where_asked() {
         .send();
     assert_eq!(r.status, 401, "{}", r.text());
 }
+
+#[test]
+fn expired_foreign_tampered_and_unsigned_tokens_get_401_and_write_nothing() {
+    let issuer = Issuer::new();
+    let reg = Registry::start_secured_trusting(
+        USERS,
+        &policy(),
+        Sign::Tokens,
+        Some(&issuer.cert()),
+        |_| {},
+    );
+    let now = unix_now();
+    let header = json!({"alg": "ES256", "typ": "JWT"});
+    let claims = |sub: &str, repo: &str, aud: &str, exp: u64| {
+        json!({
+            "iss": "external", "sub": sub, "aud": aud, "exp": exp, "nbf": now - 10, "iat": now - 10,
+            "jti": format!("{sub}-{exp}"),
+            "access": [{"type": "repository", "name": repo, "actions": ["pull", "push"]}]
+        })
+    };
+    let push = |token: &str, repo: &str, what: &str| -> (Resp, String) {
+        let blob = format!("pushed with a {what} token");
+        let d = sha256(blob.as_bytes());
+        let r = reg
+            .req("POST", &format!("/v2/{repo}/blobs/uploads/?digest={d}"))
+            .header("Authorization", &format!("Bearer {token}"))
+            .body(blob.as_bytes())
+            .send();
+        (r, d)
+    };
+    // The external issuer's token works, for what it grants and the policy allows.
+    let good = issuer.token(
+        &header,
+        &claims("bob", "public/app", SERVICE, now + 300),
+        true,
+    );
+    let (r, d) = push(&good, "public/app", "good");
+    assert_eq!(r.status, 201, "{}", r.text());
+    let mut written = vec![("public/app", d, true)];
+
+    let (h, rest) = good.split_once('.').unwrap();
+    let (_, sig) = rest.split_once('.').unwrap();
+    let root_claims = issuer.token(
+        &header,
+        &claims("root", "team/app", SERVICE, now + 300),
+        false,
+    );
+    let forged_body = root_claims.split('.').nth(1).unwrap();
+    let stranger = Issuer::new();
+    let bad = [
+        (
+            "expired",
+            issuer.token(
+                &header,
+                &claims("bob", "public/app", SERVICE, now - 120),
+                true,
+            ),
+            "public/app",
+        ),
+        ("other-repository", good.clone(), "team/app"),
+        (
+            "wrong-audience",
+            issuer.token(
+                &header,
+                &claims("bob", "public/app", "elsewhere", now + 300),
+                true,
+            ),
+            "public/app",
+        ),
+        ("tampered", format!("{h}.{forged_body}.{sig}"), "team/app"),
+        (
+            "alg-none",
+            issuer.token(
+                &json!({"alg": "none", "typ": "JWT"}),
+                &claims("root", "team/app", SERVICE, now + 300),
+                false,
+            ),
+            "team/app",
+        ),
+        (
+            "hs256",
+            issuer.token(
+                &json!({"alg": "HS256", "typ": "JWT"}),
+                &claims("root", "team/app", SERVICE, now + 300),
+                false,
+            ) + "c2ln",
+            "team/app",
+        ),
+        (
+            "untrusted-issuer",
+            stranger.token(
+                &header,
+                &claims("bob", "public/app", SERVICE, now + 300),
+                true,
+            ),
+            "public/app",
+        ),
+        ("garbage", "not.a.jwt".to_string(), "public/app"),
+    ];
+    for (what, token, repo) in bad {
+        let (r, d) = push(&token, repo, what);
+        assert_eq!(r.status, 401, "a {what} token: {}", r.text());
+        assert_eq!(r.error_code(), "UNAUTHORIZED", "{what}");
+        assert!(
+            r.header("www-authenticate")
+                .is_some_and(|c| c.starts_with("Bearer ")),
+            "{what}"
+        );
+        written.push((repo, d, false));
+    }
+    reg.as_user(Some(basic("root", USERS[0].password)));
+    for (repo, d, stored) in written {
+        let status = reg.head(&format!("/v2/{repo}/blobs/{d}")).status;
+        assert_eq!(status == 200, stored, "{repo} {d}: {status}");
+    }
+}

@@ -159,6 +159,21 @@ fn run_build(command: &str) -> String {
         .env_remove("RUSTFLAGS"))
 }
 
+/// What components/access reads (its module docs).
+const AUTH_SETTINGS: &[&str] = &[
+    "auth_htpasswd",
+    "auth_htpasswd_file",
+    "auth_policy",
+    "auth_policy_file",
+    "auth_realm",
+    "auth_service",
+    "auth_token_key",
+    "auth_token_key_file",
+    "auth_token_cert",
+    "auth_token_cert_file",
+    "auth_fail_delay",
+];
+
 #[test]
 fn spin_manifests_build_and_name_registry_handlers() {
     for (file, kind) in [("spin.toml", "kv"), ("spin-s3.toml", "s3")] {
@@ -187,6 +202,20 @@ fn spin_manifests_build_and_name_registry_handlers() {
             );
             check_imports(&source, STANDARD);
             let vars = c.get("variables").and_then(|v| v.as_table());
+            // The access component's settings, every one declared (Spin
+            // gives a component only the variables it names).
+            let vars_of = vars.unwrap_or_else(|| panic!("{file}: {cname} has no variables"));
+            for v in AUTH_SETTINGS {
+                assert!(vars_of.contains_key(*v), "{file}: {cname} lacks {v}");
+                assert!(m["variables"].get(*v).is_some(), "{file}: no variable {v}");
+            }
+            assert!(
+                triggers
+                    .iter()
+                    .any(|t| t["route"].as_str() == Some("/auth/...")
+                        && t["component"].as_str() == Some(cname.as_str())),
+                "{file}: the token endpoint is not routed to {cname}"
+            );
             if kind == "kv" {
                 assert_eq!(
                     c["key_value_stores"].as_array().unwrap(),

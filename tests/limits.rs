@@ -401,3 +401,48 @@ fn a_slow_large_upload_is_not_charged_for_waiting() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-length"), Some(SIZE.to_string().as_str()));
 }
+
+/// `http.ratelimit`: traffic within the rate never sees a 429; a burst
+/// above it does, with `Retry-After`, and a method's own rate applies to it.
+#[test]
+fn a_burst_over_the_rate_limit_gets_429_and_traffic_within_it_never_does() {
+    let reg = Registry::start_with(|cfg| {
+        cfg["http"]["ratelimit"] = serde_json::json!({
+            "rate": 20, "methods": [{"method": "DELETE", "rate": 2}]
+        })
+    });
+    // Within: 10 a second for 3 s, against 20 a second.
+    let start = std::time::Instant::now();
+    for i in 0..30u32 {
+        let due = start + Duration::from_millis(100) * i;
+        if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let r = reg.get("/v2/");
+        assert_eq!(r.status, 200, "request {i} within the rate: {}", r.text());
+    }
+    // A burst: 60 at once, after the bucket had time to fill again.
+    std::thread::sleep(Duration::from_millis(1100));
+    let statuses: Vec<Resp> = (0..60).map(|_| reg.get("/v2/")).collect();
+    let limited: Vec<&Resp> = statuses.iter().filter(|r| r.status == 429).collect();
+    assert!(
+        statuses[..20].iter().all(|r| r.status == 200),
+        "the first 20 of a burst fit the bucket"
+    );
+    assert!(
+        !limited.is_empty(),
+        "60 requests at once against 20 a second: none limited"
+    );
+    for r in &limited {
+        assert_eq!(r.error_code(), "TOOMANYREQUESTS");
+        let after: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!(after >= 1, "Retry-After {after}");
+    }
+    assert!(statuses.iter().all(|r| r.status == 200 || r.status == 429));
+    // DELETE has 2 a second of its own (the manifest is unknown: 404 when let through).
+    let deletes: Vec<u16> = (0..4)
+        .map(|_| reg.delete("/v2/a/manifests/sha256:0000000000000000000000000000000000000000000000000000000000000000").status)
+        .collect();
+    assert_eq!(&deletes[..2], &[404, 404], "{deletes:?}");
+    assert!(deletes[2..].contains(&429), "{deletes:?}");
+}

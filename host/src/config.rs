@@ -53,6 +53,8 @@ pub struct Http {
     /// Execution time the registry component may spend on one request
     /// (time it runs, not time it waits for a client).
     pub request_cpu_budget: Duration,
+    /// `http.ratelimit`; `None`: no limit.
+    pub rate_limit: Option<crate::ratelimit::RateLimit>,
     /// After SIGTERM/SIGINT, how long requests in flight may take to finish
     /// before request bodies still streaming in are cut off (`shutdown`).
     pub shutdown_timeout: Duration,
@@ -220,6 +222,7 @@ impl Default for Config {
                 body_timeout: Duration::from_secs(60),
                 request_cpu_budget: Duration::from_secs(30),
                 shutdown_timeout: Duration::from_secs(30),
+                rate_limit: None,
             },
             storage: StoreConfig::default_at(PathBuf::from("skiff-data")),
             sub_paths: Vec::new(),
@@ -247,6 +250,9 @@ const KNOWN: &[&str] = &[
     "http.bodyTimeout",
     "http.requestCpuBudget",
     "http.shutdownTimeout",
+    "http.ratelimit",
+    "http.ratelimit.rate",
+    "http.ratelimit.methods",
     // Checked as a whole by skiff_core::access::Policy (see OPAQUE).
     "http.accessControl",
     "http.auth",
@@ -377,7 +383,7 @@ impl Config {
             errors: Vec::new(),
         };
         collect_unknown(&root, "", &mut p.cfg.unknown_keys);
-        let steps: [fn(&mut Parse) -> Result<()>; 11] = [
+        let steps: [fn(&mut Parse) -> Result<()>; 12] = [
             |p| refuse_unsupported(p.root),
             |p| {
                 p.cfg.auth = AuthSettings::parse(p.root.get("http").and_then(Value::as_object))?;
@@ -387,6 +393,7 @@ impl Config {
             |p| p.http_port(),
             |p| p.http_limits(),
             |p| p.http_timeouts(),
+            |p| p.http_ratelimit(),
             |p| p.storage(),
             |p| check_roots_apart(&p.cfg),
             |p| p.max_blob_size(),
@@ -471,6 +478,14 @@ impl Config {
             "storage": storage,
             "log": {"level": self.log_level},
         });
+        if let Some(r) = &h.rate_limit {
+            let methods: Vec<Value> = r
+                .methods
+                .iter()
+                .map(|(m, rate)| json!({"method": m, "rate": rate}))
+                .collect();
+            cfg["http"]["ratelimit"] = json!({"rate": r.rate, "methods": methods});
+        }
         for (key, v) in &self.auth.written {
             cfg["http"][*key] = v.clone();
         }
@@ -543,6 +558,46 @@ impl Parse<'_> {
                 Http::MAX_REQUESTS_IN_FLIGHT,
             )?;
         }
+        Ok(())
+    }
+
+    fn http_ratelimit(&mut self) -> Result<()> {
+        let Some(v) = self.get("http.ratelimit").filter(|v| !v.is_null()) else {
+            return Ok(());
+        };
+        let rate = |v: &Value, key: &str| -> Result<f64> {
+            v.as_f64()
+                .filter(|r| r.is_finite() && *r > 0.0 && *r <= 1e9)
+                .with_context(|| format!("{key}: expected requests per second above 0, found {v}"))
+        };
+        let r = v
+            .as_object()
+            .context("http.ratelimit: expected an object")?;
+        let mut out = crate::ratelimit::RateLimit {
+            rate: None,
+            methods: Vec::new(),
+        };
+        if let Some(x) = r.get("rate") {
+            out.rate = Some(rate(x, "http.ratelimit.rate")?);
+        }
+        if let Some(ms) = r.get("methods") {
+            let ms = ms
+                .as_array()
+                .context("http.ratelimit.methods: expected a list")?;
+            for (i, m) in ms.iter().enumerate() {
+                let key = format!("http.ratelimit.methods[{i}]");
+                let method = m
+                    .get("method")
+                    .and_then(Value::as_str)
+                    .with_context(|| format!("{key}.method: expected an HTTP method"))?;
+                let per = rate(
+                    m.get("rate").unwrap_or(&Value::Null),
+                    &format!("{key}.rate"),
+                )?;
+                out.methods.push((method.to_ascii_uppercase(), per));
+            }
+        }
+        self.cfg.http.rate_limit = Some(out);
         Ok(())
     }
 

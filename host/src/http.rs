@@ -10,6 +10,7 @@ use crate::admission::{Admission, Slot, QUEUE_WAIT, RETRY_AFTER_SECS};
 use crate::body::{self, BodyFailure, GuestBody};
 use crate::config::Http;
 use crate::metrics::Metrics;
+use crate::ratelimit::Limiter;
 use crate::runtime::{Priority, Runtime};
 use crate::shutdown::{self, Phase};
 use anyhow::Result;
@@ -35,6 +36,7 @@ pub struct Serving {
     admission: Admission,
     header_timeout: Duration,
     body_timeout: Duration,
+    limiter: Option<Limiter>,
     phase: watch::Receiver<Phase>,
 }
 
@@ -51,6 +53,7 @@ impl Serving {
             admission: Admission::new(http.max_requests_in_flight, QUEUE_WAIT),
             header_timeout: http.header_timeout,
             body_timeout: http.body_timeout,
+            limiter: http.rate_limit.clone().map(Limiter::new),
             phase,
         }
     }
@@ -60,9 +63,13 @@ impl Serving {
     pub async fn connection(self: Arc<Self>, stream: TcpStream) {
         let first = Arc::new(Notify::new());
         let (this, seen) = (self.clone(), first.clone());
+        let client = stream
+            .peer_addr()
+            .map(|a| a.ip())
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         let service = service_fn(move |req| {
             seen.notify_one();
-            this.clone().handle(req)
+            this.clone().handle(req, client)
         });
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder
@@ -102,6 +109,7 @@ impl Serving {
     async fn handle(
         self: Arc<Self>,
         req: hyper::Request<Incoming>,
+        client: std::net::IpAddr,
     ) -> Result<Response, std::convert::Infallible> {
         // A request that got in while its connection was told to close.
         if *self.phase.borrow() != Phase::Serving {
@@ -113,6 +121,14 @@ impl Serving {
         }
         let method = req.method().clone();
         let path = req.uri().path().to_string();
+        if let Some(Err(wait)) = self
+            .limiter
+            .as_ref()
+            .map(|l| l.check(client, method.as_str()))
+        {
+            tracing::debug!(%method, %path, %client, "over http.ratelimit; answering 429");
+            return Ok(rate_limited(wait));
+        }
         let prepared = match body::prepare(req, self.body_timeout, self.phase.clone()).await {
             Ok(p) => p,
             Err(BodyFailure::TimedOut) => return Ok(self.body_timed_out(&method, &path)),
@@ -241,6 +257,20 @@ fn too_many_requests() -> Response {
         ),
         "Retry-After",
         &RETRY_AFTER_SECS.to_string(),
+    )
+}
+
+/// 429 for a client over `http.ratelimit`, with when a request would pass.
+fn rate_limited(wait: Duration) -> Response {
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    with_header(
+        oci_error(
+            429,
+            "TOOMANYREQUESTS",
+            "too many requests from this client (http.ratelimit)",
+        ),
+        "Retry-After",
+        &secs.to_string(),
     )
 }
 

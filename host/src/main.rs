@@ -10,6 +10,7 @@ mod config;
 mod http;
 mod metrics;
 mod objects;
+mod ratelimit;
 mod runtime;
 mod scheduler;
 mod server;

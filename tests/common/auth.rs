@@ -106,6 +106,18 @@ impl Registry {
         sign: Sign,
         edit: impl FnOnce(&mut serde_json::Value),
     ) -> Registry {
+        Registry::start_secured_trusting(users, policy, sign, None, edit)
+    }
+
+    /// [`Registry::start_secured`] that also accepts tokens signed by the
+    /// issuer whose public key (PEM) is at `issuer` (`bearer.cert`).
+    pub fn start_secured_trusting(
+        users: &[User],
+        policy: &serde_json::Value,
+        sign: Sign,
+        issuer: Option<&Path>,
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> Registry {
         let port = free_port();
         let realm = format!("http://127.0.0.1:{port}/auth/token");
         let lines: Vec<String> = users
@@ -137,6 +149,10 @@ impl Registry {
                     std::fs::read_to_string(&key).unwrap(),
                 ));
             }
+            if let Some(cert) = issuer {
+                std::fs::copy(cert, auth_dir.join("issuer.pem")).unwrap();
+                vars.push(("auth_token_cert_file".into(), "/auth/issuer.pem".into()));
+            }
             return Registry::start_edge_with(edge, store, port, &vars, &[(auth_dir, "/auth")]);
         }
         let (store, cfg_path) = write_config(|cfg| {
@@ -147,6 +163,9 @@ impl Registry {
                 cfg["http"]["auth"]["bearer"] = serde_json::json!({
                     "realm": realm, "service": SERVICE, "key": "KEY",
                 });
+                if let Some(cert) = issuer {
+                    cfg["http"]["auth"]["bearer"]["cert"] = cert.to_str().unwrap().into();
+                }
             }
             edit(cfg);
         });
@@ -198,4 +217,78 @@ pub fn challenge_scope(r: &Resp) -> Option<String> {
     let at = c.find("scope=\"")? + 7;
     let end = c[at..].find('"')?;
     Some(c[at..at + end].to_string())
+}
+
+/// An external token issuer for the tests: an EC P-256 key made by
+/// openssl, tokens signed by Python's `cryptography` (not by skiff's code).
+pub struct Issuer {
+    pub dir: tempfile::TempDir,
+}
+
+impl Issuer {
+    pub fn new() -> Issuer {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ec_key_pem(dir.path(), "issuer.key");
+        let status = Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&key)
+            .arg("-out")
+            .arg(dir.path().join("issuer.pem"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        Issuer { dir }
+    }
+
+    /// The public key, for `bearer.cert`.
+    pub fn cert(&self) -> std::path::PathBuf {
+        self.dir.path().join("issuer.pem")
+    }
+
+    /// A JWT with `header` and `claims`, signed ES256 (`sign: false`: the
+    /// signature left empty).
+    pub fn token(
+        &self,
+        header: &serde_json::Value,
+        claims: &serde_json::Value,
+        sign: bool,
+    ) -> String {
+        let script = r#"
+import base64, json, sys
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+key = serialization.load_pem_private_key(open(sys.argv[1], "rb").read(), None)
+signing_input = b64(sys.argv[2].encode()) + "." + b64(sys.argv[3].encode())
+sig = ""
+if sys.argv[4] == "1":
+    r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+    sig = b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+print(signing_input + "." + sig)
+"#;
+        let python = std::env::var("SKIFF_PYTHON").unwrap_or_else(|_| "python3".into());
+        let out = Command::new(python)
+            .arg("-c")
+            .arg(script)
+            .arg(self.dir.path().join("issuer.key"))
+            .arg(header.to_string())
+            .arg(claims.to_string())
+            .arg(if sign { "1" } else { "0" })
+            .output()
+            .expect("python for signing");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }

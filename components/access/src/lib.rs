@@ -11,8 +11,9 @@
 //! | `auth_token_cert` | PEM public keys or certificates of other issuers |
 //! | `auth_fail_delay` | seconds a wrong password waits before its 401 |
 //!
-//! Each may instead be a file, named by `<setting>_file` (mounted into
-//! the component).
+//! `auth_htpasswd`, `auth_policy`, `auth_token_key` and `auth_token_cert`
+//! may instead be a file, named by `<setting>_file` (mounted into the
+//! component).
 //!
 //! None set: authentication is off and everyone may do everything, as with
 //! `skiff serve` without `http.auth`. A setting that cannot be used fails
@@ -111,7 +112,7 @@ fn load() -> Result<Settings, String> {
         }
         None => None,
     };
-    let bearer = match (setting("auth_realm")?, setting("auth_service")?) {
+    let bearer = match (get("auth_realm")?, get("auth_service")?) {
         (Some(realm), Some(service)) => Some(Bearer { realm, service }),
         (None, None) if token_keys.is_empty() => None,
         _ => return Err("auth_realm and auth_service: tokens need both".into()),
@@ -121,7 +122,7 @@ fn load() -> Result<Settings, String> {
             "auth_realm: no key to check tokens with (auth_token_key or auth_token_cert)".into(),
         );
     }
-    let fail_delay = match setting("auth_fail_delay")? {
+    let fail_delay = match get("auth_fail_delay")? {
         Some(s) => Duration::from_secs(
             s.trim()
                 .parse::<u64>()

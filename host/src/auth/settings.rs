@@ -76,7 +76,7 @@ impl AuthSettings {
                 .and_then(Value::as_str)
                 .context("http.auth.htpasswd.path: expected the path of an htpasswd file")?;
             let path = PathBuf::from(path);
-            read_htpasswd(&path).context("http.auth.htpasswd.path")?;
+            read_htpasswd(&path).map_err(|e| anyhow::anyhow!("http.auth.htpasswd.path: {e:#}"))?;
             out.htpasswd = Some(path);
         }
         if let Some(b) = auth.get("bearer").filter(|v| !v.is_null()) {
@@ -98,13 +98,15 @@ fn token_keys(b: &BearerSettings) -> Result<(Vec<VerifyingKey>, Option<Issuer>)>
     {
         let mut keys = Vec::new();
         if let Some(p) = &b.cert {
-            let pem = read_secret(p).context("http.auth.bearer.cert")?;
+            let pem =
+                read_secret(p).map_err(|e| anyhow::anyhow!("http.auth.bearer.cert: {e:#}"))?;
             keys = VerifyingKey::all_from_pem(&pem)
                 .map_err(|e| anyhow::anyhow!("http.auth.bearer.cert: {}: {e}", p.display()))?;
         }
         let issuer = match &b.key {
             Some(p) => {
-                let pem = read_secret(p).context("http.auth.bearer.key")?;
+                let pem =
+                    read_secret(p).map_err(|e| anyhow::anyhow!("http.auth.bearer.key: {e:#}"))?;
                 let key = SigningKey::from_pem(&pem)
                     .map_err(|e| anyhow::anyhow!("http.auth.bearer.key: {}: {e}", p.display()))?;
                 keys.push(key.verifying_key());
