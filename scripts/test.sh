@@ -156,9 +156,22 @@ LOG=$(mktemp)
 # Figures the tests measure but do not assert (durations, sizes) gather here.
 export SKIFF_REPORT
 SKIFF_REPORT=$(mktemp)
-trap 'rm -f "$LOG" "$SKIFF_REPORT"; kill "$MOTO_PID" 2>/dev/null || true' EXIT
+# Every password, token and key the tests use is noted here; none may
+# appear in the run's output, which holds every registry's log.
+export SKIFF_SECRETS
+SKIFF_SECRETS=$(mktemp)
+trap 'rm -f "$LOG" "$SKIFF_REPORT" "$SKIFF_SECRETS"; kill "$MOTO_PID" 2>/dev/null || true' EXIT
 status=0
 cargo test --release --workspace "$@" 2>&1 | tee "$LOG" || status=$?
+if [ -s "$SKIFF_SECRETS" ]; then
+    sort -u -o "$SKIFF_SECRETS" "$SKIFF_SECRETS"
+    leaked=$(grep -c -F -f "$SKIFF_SECRETS" "$LOG" || true)
+    echo "secrets checked against the run's output: $(wc -l < "$SKIFF_SECRETS"); lines showing one: $leaked"
+    if [ "$leaked" != 0 ]; then
+        echo "FAILED: a password, token or key the tests used appears in the output above"
+        status=1
+    fi
+fi
 if [ -s "$SKIFF_REPORT" ]; then
     echo "measured in this run:"
     sed 's/^/  /' "$SKIFF_REPORT"

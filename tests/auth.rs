@@ -259,22 +259,19 @@ fn run_matrix(sign: Sign) {
                     .body(blob.as_bytes())
             });
             check(may('C'), &r, 201, "blob push");
+            // The other manifest under `tag`: a new tag (create), or an
+            // existing one moved (update).
+            let put_other = |tag: &str| {
+                who.send(&reg, || {
+                    reg.req("PUT", &format!("/v2/{repo}/manifests/{tag}"))
+                        .header("Content-Type", OCI_MANIFEST)
+                        .body(&s.other.0)
+                })
+            };
             let new_tag = format!("new-{name}");
-            let r = who.send(&reg, || {
-                reg.req("PUT", &format!("/v2/{repo}/manifests/{new_tag}"))
-                    .header("Content-Type", OCI_MANIFEST)
-                    .body(&s.other.0)
-            });
-            check(may('C'), &r, 201, "push of a new tag");
-
-            // Moving an existing tag.
+            check(may('C'), &put_other(&new_tag), 201, "push of a new tag");
             let mv = format!("mv-{name}");
-            let r = who.send(&reg, || {
-                reg.req("PUT", &format!("/v2/{repo}/manifests/{mv}"))
-                    .header("Content-Type", OCI_MANIFEST)
-                    .body(&s.other.0)
-            });
-            check(may('U'), &r, 201, "tag move");
+            check(may('U'), &put_other(&mv), 201, "tag move");
 
             // Deleting.
             let victim = sha256(

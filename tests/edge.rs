@@ -92,8 +92,18 @@ fn check_imports(file: &Path, allowed: &[&str]) -> BTreeSet<String> {
     imports
 }
 
+/// `filesystem`: the access component reads settings from mounted files
+/// (`auth_policy_file`, ...), which Spin's `files` and `wasmtime serve
+/// --dir` provide.
 const STANDARD: &[&str] = &[
-    "http", "io", "keyvalue", "clocks", "random", "cli", "config",
+    "http",
+    "io",
+    "keyvalue",
+    "clocks",
+    "random",
+    "cli",
+    "config",
+    "filesystem",
 ];
 
 #[test]

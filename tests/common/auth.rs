@@ -13,6 +13,34 @@ use super::{write_config, Registry, Resp, EDGE};
 use std::path::Path;
 use std::process::Command;
 
+/// Note a secret for the run's check that no log shows it (scripts/test.sh
+/// greps the whole output for every line of `$SKIFF_SECRETS`).
+pub fn note_secret(secret: &str) {
+    let Some(path) = std::env::var_os("SKIFF_SECRETS") else {
+        return;
+    };
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("the secrets file");
+    for line in secret.lines().map(str::trim).filter(|l| l.len() >= 8) {
+        writeln!(f, "{line}").expect("noting a secret");
+    }
+}
+
+/// The body lines of a PEM key (not its armour, which is no secret).
+fn note_pem(path: &Path) {
+    let pem = std::fs::read_to_string(path).unwrap();
+    note_secret(
+        &pem.lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+}
+
 /// A user of the test registries, and the password they sign in with.
 pub struct User {
     pub name: &'static str,
@@ -27,10 +55,18 @@ pub const SERVICE: &str = "skiff-test";
 pub fn htpasswd_line(user: &str, password: &str) -> String {
     let script = "import crypt,sys; print(sys.argv[1] + ':' + \
                   crypt.crypt(sys.argv[2], crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16)))";
-    let out = Command::new("python3")
-        .args(["-W", "ignore", "-c", script, user, password])
+    python(script, &[user, password])
+}
+
+/// What the Python `script` prints for `args`, trimmed (the test run's
+/// venv, which has `cryptography`, or python3).
+fn python(script: &str, args: &[&str]) -> String {
+    let python = std::env::var("SKIFF_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(python)
+        .args(["-W", "ignore", "-c", script])
+        .args(args)
         .output()
-        .expect("python3 for bcrypt");
+        .expect("running python");
     assert!(
         out.status.success(),
         "{}",
@@ -120,6 +156,10 @@ impl Registry {
     ) -> Registry {
         let port = free_port();
         let realm = format!("http://127.0.0.1:{port}/auth/token");
+        for u in users {
+            note_secret(u.password);
+            note_secret(&basic(u.name, u.password));
+        }
         let lines: Vec<String> = users
             .iter()
             .map(|u| htpasswd_line(u.name, u.password))
@@ -127,6 +167,7 @@ impl Registry {
         let htpasswd = lines.join("\n") + "\n";
         let keys = tempfile::tempdir().unwrap();
         let key = ec_key_pem(keys.path(), "token.key");
+        note_pem(&key);
         if let Some(edge) = EDGE {
             let (store, _) = write_config(|_| {});
             // The policy holds commas, which `-S config-var` cannot carry:
@@ -157,6 +198,8 @@ impl Registry {
         }
         let (store, cfg_path) = write_config(|cfg| {
             cfg["http"]["port"] = port.into();
+            // Everything logged, so the run's check for secrets in logs sees it all.
+            cfg["log"]["level"] = "debug".into();
             cfg["http"]["accessControl"] = policy.clone();
             cfg["http"]["auth"] = serde_json::json!({"htpasswd": {"path": "HTPASSWD"}});
             if sign == Sign::Tokens {
@@ -207,6 +250,9 @@ impl Registry {
         }
         let r = req.send();
         let token = (r.status == 200).then(|| r.json()["token"].as_str().unwrap().to_string());
+        if let Some(t) = &token {
+            note_secret(t);
+        }
         (r, token)
     }
 }
@@ -229,6 +275,7 @@ impl Issuer {
     pub fn new() -> Issuer {
         let dir = tempfile::tempdir().unwrap();
         let key = ec_key_pem(dir.path(), "issuer.key");
+        note_pem(&key);
         let status = Command::new("openssl")
             .args(["pkey", "-pubout", "-in"])
             .arg(&key)
@@ -267,22 +314,18 @@ if sys.argv[4] == "1":
     sig = b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
 print(signing_input + "." + sig)
 "#;
-        let python = std::env::var("SKIFF_PYTHON").unwrap_or_else(|_| "python3".into());
-        let out = Command::new(python)
-            .arg("-c")
-            .arg(script)
-            .arg(self.dir.path().join("issuer.key"))
-            .arg(header.to_string())
-            .arg(claims.to_string())
-            .arg(if sign { "1" } else { "0" })
-            .output()
-            .expect("python for signing");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let key = self.dir.path().join("issuer.key");
+        let token = python(
+            script,
+            &[
+                key.to_str().unwrap(),
+                &header.to_string(),
+                &claims.to_string(),
+                if sign { "1" } else { "0" },
+            ],
         );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        note_secret(&token);
+        token
     }
 }
 

@@ -70,17 +70,18 @@ impl Principal {
     }
 }
 
-/// An error in the policy document, naming the key.
+/// A setting that cannot be used (a policy document, a key file), with
+/// why; the message names the key and never echoes a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyError(pub String);
+pub struct SettingError(pub String);
 
-impl std::fmt::Display for PolicyError {
+impl std::fmt::Display for SettingError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
 }
 
-impl std::error::Error for PolicyError {}
+impl std::error::Error for SettingError {}
 
 /// `http.accessControl`, checked.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -150,12 +151,12 @@ struct RawRule {
     actions: Vec<String>,
 }
 
-fn actions(key: &str, names: &[String]) -> Result<Vec<Action>, PolicyError> {
+fn actions(key: &str, names: &[String]) -> Result<Vec<Action>, SettingError> {
     names
         .iter()
         .map(|n| {
             Action::parse(n).ok_or_else(|| {
-                PolicyError(format!(
+                SettingError(format!(
                     "{key}: unknown action {n:?} (expected read, create, update or delete)"
                 ))
             })
@@ -163,7 +164,7 @@ fn actions(key: &str, names: &[String]) -> Result<Vec<Action>, PolicyError> {
         .collect()
 }
 
-fn rule(key: &str, raw: RawRule) -> Result<Rule, PolicyError> {
+fn rule(key: &str, raw: RawRule) -> Result<Rule, SettingError> {
     Ok(Rule {
         actions: actions(&format!("{key}.actions"), &raw.actions)?,
         users: raw.users,
@@ -173,9 +174,9 @@ fn rule(key: &str, raw: RawRule) -> Result<Rule, PolicyError> {
 
 impl Policy {
     /// Parse zot's `accessControl` object; errors name the key under it.
-    pub fn from_json(value: &serde_json::Value) -> Result<Policy, PolicyError> {
+    pub fn from_json(value: &serde_json::Value) -> Result<Policy, SettingError> {
         let raw: RawPolicy = serde_json::from_value(value.clone())
-            .map_err(|e| PolicyError(format!("http.accessControl: {e}")))?;
+            .map_err(|e| SettingError(format!("http.accessControl: {e}")))?;
         let mut repositories = Vec::new();
         for (glob, repo) in raw.repositories {
             let key = format!("http.accessControl.repositories.{glob}");

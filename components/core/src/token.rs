@@ -8,7 +8,7 @@
 //! with a public key, is refused before any signature is looked at. Time is
 //! passed in (no I/O here).
 
-pub use crate::access::Scope;
+pub use crate::access::{Scope, SettingError as KeyError};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use p256::ecdsa::signature::{Signer as _, Verifier as _};
@@ -93,18 +93,6 @@ impl std::fmt::Display for TokenError {
         }
     }
 }
-
-/// A key that cannot be used, with why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyError(pub String);
-
-impl std::fmt::Display for KeyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for KeyError {}
 
 /// The token endpoint's private key (ES256: an EC P-256 key).
 pub struct SigningKey(p256::ecdsa::SigningKey);
