@@ -81,8 +81,6 @@ pub struct Ctx {
     pub objects: Arc<Objects>,
     /// Who callers are and what they may do (`access`).
     pub auth: Arc<Auth>,
-    /// The user the request authenticated as, once it has.
-    pub user: Option<String>,
     /// Background jobs hash at low CPU priority, so requests come first.
     pub priority: Priority,
 }
@@ -279,7 +277,6 @@ impl Runtime {
                 hooks: NoOutbound,
                 objects: self.objects.clone(),
                 auth: self.auth.clone(),
-                user: None,
                 priority,
             },
         );

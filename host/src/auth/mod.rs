@@ -212,9 +212,6 @@ impl access::Host for Ctx {
         authorization: Option<String>,
     ) -> Result<Resource<CallerState>, AuthError> {
         let caller = self.auth.authenticate(authorization.as_deref()).await?;
-        if let Some(user) = &caller.principal.user {
-            self.user = Some(user.clone());
-        }
         self.table
             .push(CallerState(caller))
             .map_err(|e| AuthError::Unavailable(format!("no room for the caller: {e}")))
