@@ -25,9 +25,14 @@ pub fn note_secret(secret: &str) {
         .append(true)
         .open(path)
         .expect("the secrets file");
+    // One write per call: appends from tests running at once must not
+    // interleave into a blank line, which would match every line of output.
+    let mut text = String::new();
     for line in secret.lines().map(str::trim).filter(|l| l.len() >= 8) {
-        writeln!(f, "{line}").expect("noting a secret");
+        text.push_str(line);
+        text.push('\n');
     }
+    f.write_all(text.as_bytes()).expect("noting a secret");
 }
 
 /// The body lines of a PEM key (not its armour, which is no secret).
