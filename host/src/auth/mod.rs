@@ -45,11 +45,7 @@ impl HtpasswdFile {
     /// The users, re-read if the file changed (by mtime and size). A file
     /// that no longer parses keeps the previous users, with a warning.
     fn users(&self) -> (Arc<Htpasswd>, bool) {
-        let meta = std::fs::metadata(&self.path).ok();
-        let stamp = (
-            meta.as_ref().and_then(|m| m.modified().ok()),
-            meta.map_or(0, |m| m.len()),
-        );
+        let stamp = stamp(&self.path);
         if let Ok(cur) = self.current.read() {
             if (cur.0, cur.1) == stamp {
                 return (cur.2.clone(), false);
@@ -78,6 +74,15 @@ impl HtpasswdFile {
     }
 }
 
+/// What tells a changed file from the one read: its mtime and size.
+fn stamp(path: &std::path::Path) -> (Option<SystemTime>, u64) {
+    let meta = std::fs::metadata(path).ok();
+    (
+        meta.as_ref().and_then(|m| m.modified().ok()),
+        meta.map_or(0, |m| m.len()),
+    )
+}
+
 impl Auth {
     /// No authentication and no policy: everyone may do everything.
     pub fn open() -> Auth {
@@ -94,14 +99,10 @@ impl Auth {
         let htpasswd = match &s.htpasswd {
             Some(path) => {
                 let users = read_htpasswd(path)?;
-                let meta = std::fs::metadata(path).ok();
+                let (modified, len) = stamp(path);
                 Some(HtpasswdFile {
                     path: path.clone(),
-                    current: RwLock::new((
-                        meta.as_ref().and_then(|m| m.modified().ok()),
-                        meta.map_or(0, |m| m.len()),
-                        Arc::new(users),
-                    )),
+                    current: RwLock::new((modified, len, Arc::new(users))),
                 })
             }
             None => None,
