@@ -56,7 +56,8 @@ apt_install() {
 command -v cc >/dev/null || apt_install gcc libc6-dev
 
 # strace: the durability tests check the order of fsyncs with it.
-apt_install skopeo umoci strace podman buildah curl ca-certificates
+# slapd: the LDAP tests run a directory of their own; openssl makes their test CA.
+apt_install skopeo umoci strace podman buildah curl ca-certificates slapd openssl
 
 # The docker engine and its CLI come with the machine (the tests push and pull
 # with the real engine). The CLI must be 23.0 or newer: older clients cannot

@@ -64,6 +64,8 @@ fn expected(who: &str) -> [&'static str; 4] {
         "alice" => ["R", "RD", "RCUD", "R"],
         "bob" => ["RCUD", "RC", "", "R"],
         "carol" => ["R", "RU", "", "R"],
+        // In LDAP, whose group attribute says devs: what bob may.
+        "dave" => ["RCUD", "RC", "", "R"],
         _ => unreachable!(),
     }
 }
@@ -195,16 +197,37 @@ fn seed(reg: &Registry, repo: &str, callers: &[&str]) -> Seeded {
     }
 }
 
+/// The directory's user (the edge has no LDAP: it runs without dave).
+const DAVE: LdapUser = LdapUser {
+    uid: "dave",
+    password: "dave-ldap-pw-0a4e",
+    groups: &["devs"],
+};
+
 fn run_matrix(sign: Sign) {
-    let reg = Registry::start_secured(USERS, &policy(), sign, |_| {});
-    let pw = |n: &str| USERS.iter().find(|u| u.name == n).unwrap().password;
+    let slapd = EDGE.is_none().then(|| Slapd::start(&[DAVE]));
+    let ldap = slapd.as_ref().map(Slapd::config);
+    let reg = Registry::start_secured(USERS, &policy(), sign, |cfg| {
+        if let Some(l) = ldap {
+            cfg["http"]["auth"]["ldap"] = l;
+        }
+    });
+    let pw = |n: &str| {
+        USERS
+            .iter()
+            .find(|u| u.name == n)
+            .map_or(DAVE.password, |u| u.password)
+    };
     let root = Some(basic("root", pw("root")));
-    let names = ["anonymous", "alice", "bob", "carol"];
+    let mut names = vec!["anonymous", "alice", "bob", "carol"];
+    if slapd.is_some() {
+        names.push("dave");
+    }
     reg.as_user(root.clone());
     let seeded: Vec<Seeded> = REPOS.iter().map(|r| seed(&reg, r, &names)).collect();
     reg.as_user(None);
 
-    for name in names {
+    for name in names.iter().copied() {
         let who = Who {
             name,
             basic: (name != "anonymous").then(|| basic(name, pw(name))),
@@ -571,4 +594,91 @@ fn expired_foreign_tampered_and_unsigned_tokens_get_401_and_write_nothing() {
         let status = reg.head(&format!("/v2/{repo}/blobs/{d}")).status;
         assert_eq!(status == 200, stored, "{repo} {d}: {status}");
     }
+}
+
+/// `skiff serve` re-reads the htpasswd file when it changes: a new user
+/// signs in, a changed password works and the old one stops at once (the
+/// cache of verified passwords is dropped with the old file). The edge
+/// takes its users from runtime settings, read on every request.
+#[test]
+fn a_changed_htpasswd_file_takes_effect_without_a_restart() {
+    if EDGE.is_some() {
+        return;
+    }
+    let reg = Registry::start_secured(&USERS[..2], &policy(), Sign::Basic, |_| {});
+    let file = reg.data.path().join("htpasswd");
+    let status = |user: &str, pw: &str| {
+        reg.req("GET", "/v2/other/app/tags/list")
+            .header("Authorization", &basic(user, pw))
+            .send()
+            .status
+    };
+    // alice signs in (and is cached); carol is not known yet.
+    assert_eq!(status("alice", USERS[1].password), 404);
+    assert_eq!(status("carol", USERS[3].password), 401);
+
+    let new_alice = "alice-new-pw-77c1";
+    note_secret(new_alice);
+    let text = [
+        htpasswd_line("root", USERS[0].password),
+        htpasswd_line("alice", new_alice),
+        htpasswd_line("carol", USERS[3].password),
+    ]
+    .join("\n")
+        + "\n";
+    // Written aside and renamed, as an operator's tool would.
+    let tmp = file.with_extension("new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+
+    assert_eq!(status("carol", USERS[3].password), 404);
+    assert_eq!(status("alice", new_alice), 404);
+    assert_eq!(status("alice", USERS[1].password), 401);
+
+    // A file that no longer parses keeps the users it had.
+    std::fs::write(&tmp, "carol:not-a-bcrypt-hash\n").unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    assert_eq!(status("carol", USERS[3].password), 404);
+}
+
+/// LDAP beside htpasswd: a wrong or empty password and a filter injected
+/// as the user name get 401; with the directory down its users get 503
+/// (the directory could not be asked: not "wrong password") while htpasswd
+/// users go on.
+#[test]
+fn ldap_refuses_wrong_empty_and_injected_credentials_and_says_when_it_is_down() {
+    if EDGE.is_some() {
+        return;
+    }
+    const ERIN: LdapUser = LdapUser {
+        uid: "erin",
+        password: "erin-ldap-pw-93c2",
+        groups: &[],
+    };
+    let mut slapd = Slapd::start(&[DAVE, ERIN]);
+    let ldap = slapd.config();
+    let reg = Registry::start_secured(&USERS[..1], &policy(), Sign::Basic, |cfg| {
+        cfg["http"]["auth"]["ldap"] = ldap;
+    });
+    let status = |user: &str, pw: &str| {
+        reg.req("GET", "/v2/other/app/tags/list")
+            .header("Authorization", &basic(user, pw))
+            .send()
+    };
+    assert_eq!(status("dave", DAVE.password).status, 404);
+    for (user, pw) in [
+        ("dave", "wrong-pw-for-dave"),
+        ("dave", ""),
+        ("*", DAVE.password),
+        ("dave)(uid=*", DAVE.password),
+        ("nobody", "whatever-pw"),
+    ] {
+        let r = status(user, pw);
+        assert_eq!(r.status, 401, "{user:?}/{pw:?}: {}", r.text());
+    }
+    slapd.stop();
+    // erin was never verified, so the directory must be asked: 503.
+    let r = status("erin", ERIN.password);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(status("root", USERS[0].password).status, 404);
 }

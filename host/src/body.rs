@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -166,8 +166,16 @@ pub async fn prepare(
     req: hyper::Request<Incoming>,
     idle: Duration,
     phase: watch::Receiver<Phase>,
+    received: Arc<AtomicU64>,
 ) -> Result<Prepared, BodyFailure> {
     let (parts, body) = req.into_parts();
+    // Counted as it arrives (`/metrics`), whatever then becomes of it.
+    let body = body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            received.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        frame
+    });
     let timed_out = Arc::new(AtomicBool::new(false));
     let cut_off = Arc::new(AtomicBool::new(false));
     let body = IdleTimeout::new(body, idle, timed_out.clone());

@@ -30,6 +30,12 @@ pub struct Config {
     /// an embedded one in each store's `rootDirectory`.
     pub remote_cache: Option<DynamoSettings>,
     pub log_level: String,
+    /// `log.output`: the file logs go to; `None`: stderr.
+    pub log_output: Option<PathBuf>,
+    /// `log.format`: `json` (one object per line) or `text`.
+    pub log_json: bool,
+    /// `log.audit`: the file every write and delete is recorded in.
+    pub log_audit: Option<PathBuf>,
     /// `http.auth` and `http.accessControl`.
     pub auth: AuthSettings,
     /// Keys present in the file that skiff does not know.
@@ -55,6 +61,8 @@ pub struct Http {
     pub request_cpu_budget: Duration,
     /// `http.ratelimit`; `None`: no limit.
     pub rate_limit: Option<crate::ratelimit::RateLimit>,
+    /// `http.tls`; `None`: plain HTTP.
+    pub tls: Option<crate::tls::TlsSettings>,
     /// After SIGTERM/SIGINT, how long requests in flight may take to finish
     /// before request bodies still streaming in are cut off (`shutdown`).
     pub shutdown_timeout: Duration,
@@ -223,6 +231,7 @@ impl Default for Config {
                 request_cpu_budget: Duration::from_secs(30),
                 shutdown_timeout: Duration::from_secs(30),
                 rate_limit: None,
+                tls: None,
             },
             storage: StoreConfig::default_at(PathBuf::from("skiff-data")),
             sub_paths: Vec::new(),
@@ -230,6 +239,9 @@ impl Default for Config {
             max_blob_size: None,
             remote_cache: None,
             log_level: "info".into(),
+            log_output: None,
+            log_json: false,
+            log_audit: None,
             auth: AuthSettings::default(),
             unknown_keys: Vec::new(),
         }
@@ -265,9 +277,13 @@ const KNOWN: &[&str] = &[
     "http.auth.bearer.cert",
     "http.auth.bearer.key",
     "http.auth.bearer.expiration",
-    // Present only as null (or `apikey: false`) once `refuse_unsupported` passed.
     "http.tls",
+    "http.tls.cert",
+    "http.tls.key",
+    "http.tls.cacert",
+    // Checked as a whole by auth::ldap (see OPAQUE).
     "http.auth.ldap",
+    // Present only as null (or `apikey: false`) once `refuse_unsupported` passed.
     "http.auth.openid",
     "http.auth.apikey",
     "storage",
@@ -332,6 +348,8 @@ const KNOWN: &[&str] = &[
     "log",
     "log.level",
     "log.output",
+    "log.format",
+    "log.audit",
     "extensions",
     "extensions.scrub",
     "extensions.scrub.enable",
@@ -383,7 +401,7 @@ impl Config {
             errors: Vec::new(),
         };
         collect_unknown(&root, "", &mut p.cfg.unknown_keys);
-        let steps: [fn(&mut Parse) -> Result<()>; 12] = [
+        let steps: [fn(&mut Parse) -> Result<()>; 14] = [
             |p| refuse_unsupported(p.root),
             |p| {
                 p.cfg.auth = AuthSettings::parse(p.root.get("http").and_then(Value::as_object))?;
@@ -394,11 +412,15 @@ impl Config {
             |p| p.http_limits(),
             |p| p.http_timeouts(),
             |p| p.http_ratelimit(),
+            // After the auth step: whether a client certificate is optional
+            // depends on the other ways of signing in.
+            |p| p.http_tls(),
             |p| p.storage(),
             |p| check_roots_apart(&p.cfg),
             |p| p.max_blob_size(),
             |p| p.scrub(),
             |p| p.log_level(),
+            |p| p.log_files(),
         ];
         for step in steps {
             if let Err(e) = step(&mut p) {
@@ -476,7 +498,10 @@ impl Config {
                 "shutdownTimeout": duration_text(h.shutdown_timeout),
             },
             "storage": storage,
-            "log": {"level": self.log_level},
+            "log": {
+                "level": self.log_level,
+                "format": if self.log_json { "json" } else { "text" },
+            },
         });
         if let Some(r) = &h.rate_limit {
             let methods: Vec<Value> = r
@@ -485,6 +510,15 @@ impl Config {
                 .map(|(m, rate)| json!({"method": m, "rate": rate}))
                 .collect();
             cfg["http"]["ratelimit"] = json!({"rate": r.rate, "methods": methods});
+        }
+        if let Some(p) = &self.log_output {
+            cfg["log"]["output"] = json!(p);
+        }
+        if let Some(p) = &self.log_audit {
+            cfg["log"]["audit"] = json!(p);
+        }
+        if let Some(t) = &h.tls {
+            cfg["http"]["tls"] = json!({"cert": t.cert, "key": t.key, "cacert": t.cacert});
         }
         for (key, v) in &self.auth.written {
             cfg["http"][*key] = v.clone();
@@ -558,6 +592,35 @@ impl Parse<'_> {
                 Http::MAX_REQUESTS_IN_FLIGHT,
             )?;
         }
+        Ok(())
+    }
+
+    fn http_tls(&mut self) -> Result<()> {
+        let Some(v) = self.get("http.tls").filter(|v| !v.is_null()) else {
+            return Ok(());
+        };
+        let t = v.as_object().context("http.tls: expected an object")?;
+        let path = |k: &str| -> Result<Option<PathBuf>> {
+            match t.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) if !s.is_empty() => Ok(Some(PathBuf::from(s))),
+                Some(v) => bail!("http.tls.{k}: expected a file path, found {v}"),
+            }
+        };
+        let (Some(cert), Some(key)) = (path("cert")?, path("key")?) else {
+            bail!("http.tls: both cert and key must be set");
+        };
+        let cacert = path("cacert")?;
+        let settings = crate::tls::TlsSettings {
+            cert,
+            key,
+            certificate_optional: self.cfg.auth.auth_on(),
+            cacert,
+        };
+        // Read now, so a bad file stops the start (and `skiff verify`).
+        crate::tls::Tls::load(&settings)?;
+        self.cfg.auth.client_certs = settings.cacert.is_some();
+        self.cfg.http.tls = Some(settings);
         Ok(())
     }
 
@@ -779,6 +842,26 @@ impl Parse<'_> {
             Some(i) => parse_duration(i, "extensions.scrub.interval")?,
         };
         self.cfg.scrub_interval = enable.then_some(interval);
+        Ok(())
+    }
+
+    fn log_files(&mut self) -> Result<()> {
+        let path = |key: &str| -> Result<Option<PathBuf>> {
+            match lookup(self.root, key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) if !s.is_empty() => Ok(Some(PathBuf::from(s))),
+                Some(v) => bail!("{key}: expected a file path, found {v}"),
+            }
+        };
+        self.cfg.log_output = path("log.output")?;
+        self.cfg.log_audit = path("log.audit")?;
+        if let Some(v) = self.get("log.format") {
+            self.cfg.log_json = match v.as_str() {
+                Some("json") => true,
+                Some("text") => false,
+                _ => bail!("log.format: {v} is not \"json\" or \"text\""),
+            };
+        }
         Ok(())
     }
 
@@ -1246,14 +1329,6 @@ pub use skiff_core::access::glob_match;
 /// ignored: a config that asks for one does not start.
 const REFUSED: &[(&str, &str)] = &[
     (
-        "http.tls",
-        "TLS is not supported yet; refusing to serve plain HTTP to clients configured for TLS",
-    ),
-    (
-        "http.auth.ldap",
-        "LDAP authentication is not supported yet; refusing to serve without authentication",
-    ),
-    (
         "http.auth.openid",
         "OpenID authentication is not supported yet; refusing to serve without authentication",
     ),
@@ -1265,7 +1340,7 @@ const REFUSED: &[(&str, &str)] = &[
 
 /// `http.auth` keys skiff acts on: the ways of signing in it has, and
 /// `failDelay`, which tunes them.
-const AUTH_KNOWN: &[&str] = &["failDelay", "htpasswd", "bearer"];
+const AUTH_KNOWN: &[&str] = &["failDelay", "htpasswd", "bearer", "ldap"];
 
 /// Fail on any security setting skiff would otherwise ignore. `null` (and
 /// `"apikey": false`) means the feature is off, as in zot. Under `http.auth`
@@ -1369,7 +1444,7 @@ fn is_known(key: &str) -> bool {
 
 /// Known objects whose keys are checked by their own parser, which refuses
 /// unknown ones (a misspelt policy key must not widen access silently).
-const OPAQUE: &[&str] = &["http.accessControl"];
+const OPAQUE: &[&str] = &["http.accessControl", "http.auth.ldap"];
 
 fn collect_unknown(obj: &Map<String, Value>, prefix: &str, out: &mut Vec<String>) {
     for (k, v) in obj {
@@ -1784,15 +1859,6 @@ mod tests {
     fn security_settings_it_cannot_honour_refuse_to_start() {
         for (text, key) in [
             (
-                r#"{"http":{"tls":{"cert":"c.pem","key":"k.pem"}}}"#,
-                "http.tls",
-            ),
-            (r#"{"http":{"tls":{}}}"#, "http.tls"),
-            (
-                r#"{"http":{"auth":{"ldap":{"address":"ldap.example"}}}}"#,
-                "http.auth.ldap",
-            ),
-            (
                 r#"{"http":{"auth":{"openid":{"providers":{}}}}}"#,
                 "http.auth.openid",
             ),
@@ -1802,6 +1868,65 @@ mod tests {
             assert!(e.contains(&format!("{key}: ")), "{key}: {e}");
             assert!(e.contains("not supported yet"), "{key}: {e}");
         }
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_readable_ones() {
+        for (text, says) in [
+            (r#"{"http":{"tls":{}}}"#, "http.tls: both cert and key"),
+            (
+                r#"{"http":{"tls":{"cert":"/nonexistent/c.pem","key":"k.pem"}}}"#,
+                "http.tls.cert: cannot read /nonexistent/c.pem",
+            ),
+            (
+                r#"{"http":{"tls":{"cert":7,"key":"k"}}}"#,
+                "http.tls.cert: expected a file path",
+            ),
+        ] {
+            let e = format!("{:#}", Config::parse(text).unwrap_err());
+            assert!(e.contains(says), "{says}: {e}");
+        }
+    }
+
+    #[test]
+    fn ldap_settings_keep_the_bind_password_out_of_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("bind.json");
+        std::fs::write(
+            &creds,
+            r#"{"bindDN":"cn=r,dc=x","bindPassword":"pw-in-a-file"}"#,
+        )
+        .unwrap();
+        let ldap = |extra: &str| {
+            format!(
+                r#"{{"http":{{"auth":{{"ldap":{{"address":"127.0.0.1","baseDN":"dc=x",
+                    "credentialsFile":{}{extra}}}}}}}}}"#,
+                serde_json::to_string(&creds).unwrap()
+            )
+        };
+        let c = Config::parse(&ldap("")).unwrap();
+        assert!(c.auth.auth_on());
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+        for (extra, says) in [
+            (
+                r#","bindPassword":"x""#,
+                "http.auth.ldap.bindPassword: secrets stay out",
+            ),
+            (
+                r#","userAtribute":"uid""#,
+                "http.auth.ldap.userAtribute: unknown",
+            ),
+            (r#","port":70000"#, "http.auth.ldap.port"),
+        ] {
+            let e = format!("{:#}", Config::parse(&ldap(extra)).unwrap_err());
+            assert!(e.contains(says), "{says}: {e}");
+        }
+        std::fs::write(&creds, "{not json").unwrap();
+        let e = format!("{:#}", Config::parse(&ldap("")).unwrap_err());
+        assert!(
+            e.contains("credentialsFile") && !e.contains("not json"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -7,9 +7,10 @@
 //! each connection closes after the request it is serving.
 
 use crate::admission::{Admission, Slot, QUEUE_WAIT, RETRY_AFTER_SECS};
+use crate::audit::{self, Audit};
 use crate::body::{self, BodyFailure, GuestBody};
 use crate::config::Http;
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 use crate::ratelimit::Limiter;
 use crate::runtime::{Priority, Runtime};
 use crate::shutdown::{self, Phase};
@@ -19,11 +20,12 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::Duration;
-use tokio::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, Notify};
+use tracing::Instrument;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
@@ -37,14 +39,19 @@ pub struct Serving {
     header_timeout: Duration,
     body_timeout: Duration,
     limiter: Option<Limiter>,
+    audit: Option<Audit>,
     phase: watch::Receiver<Phase>,
 }
+
+/// How long `/readyz` waits for the stores to answer.
+const READY_WAIT: Duration = Duration::from_secs(5);
 
 impl Serving {
     pub fn new(
         rt: Arc<Runtime>,
         metrics: Arc<Metrics>,
         http: &Http,
+        audit: Option<Audit>,
         phase: watch::Receiver<Phase>,
     ) -> Serving {
         Serving {
@@ -54,22 +61,23 @@ impl Serving {
             header_timeout: http.header_timeout,
             body_timeout: http.body_timeout,
             limiter: http.rate_limit.clone().map(Limiter::new),
+            audit,
             phase,
         }
     }
 
     /// Serve one connection until the client closes it, it times out, or
     /// the server drains and its request in flight (if any) is answered.
-    pub async fn connection(self: Arc<Self>, stream: TcpStream) {
+    pub async fn connection<S>(self: Arc<Self>, stream: S, peer: Peer)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let first = Arc::new(Notify::new());
         let (this, seen) = (self.clone(), first.clone());
-        let client = stream
-            .peer_addr()
-            .map(|a| a.ip())
-            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let peer = Arc::new(peer);
         let service = service_fn(move |req| {
             seen.notify_one();
-            this.clone().handle(req, client)
+            this.clone().handle(req, peer.clone())
         });
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder
@@ -106,19 +114,95 @@ impl Serving {
         }
     }
 
+    /// Answer one request: the operators' endpoints here, the API through
+    /// the registry component; counted, audited, and tagged with its id.
     async fn handle(
         self: Arc<Self>,
         req: hyper::Request<Incoming>,
-        client: std::net::IpAddr,
+        peer: Arc<Peer>,
     ) -> Result<Response, std::convert::Infallible> {
+        // Alive while the process serves at all, draining included.
+        if req.uri().path() == "/livez" {
+            return Ok(text_response(200, "text/plain", "ok\n".into()));
+        }
         // A request that got in while its connection was told to close.
         if *self.phase.borrow() != Phase::Serving {
             return Ok(shutting_down());
         }
-        if req.uri().path() == "/metrics" {
-            let text = self.metrics.render() + &self.admission.render();
-            return Ok(text_response(200, "text/plain; version=0.0.4", text));
+        match req.uri().path() {
+            "/metrics" => {
+                let text = self.metrics.render() + &self.admission.render();
+                return Ok(text_response(200, "text/plain; version=0.0.4", text));
+            }
+            "/readyz" => return Ok(self.readiness().await),
+            _ => {}
         }
+        let started = Instant::now();
+        let id = request_id(req.headers());
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let user = Arc::new(OnceLock::new());
+        let span = tracing::info_span!("request", id = %id);
+        let resp = self
+            .clone()
+            .answer(req, &peer, &user)
+            .instrument(span)
+            .await;
+        let status = resp.status().as_u16();
+        let (route, repo, reference) = metrics::classify(&path);
+        let requests = &self.metrics.requests;
+        requests.record(
+            metrics::method_label(&method),
+            route,
+            status,
+            started.elapsed(),
+        );
+        if let Some(a) = self.audit.as_ref().filter(|_| Audit::records(&method)) {
+            let digest = resp
+                .headers()
+                .get("Docker-Content-Digest")
+                .and_then(|v| v.to_str().ok());
+            a.write(&audit::Entry {
+                time: skiff_core::caller::rfc3339(unix_now()),
+                request_id: &id,
+                user: user.get().map(String::as_str),
+                client: peer.ip.to_string(),
+                method: method.as_str(),
+                route,
+                repository: repo,
+                reference,
+                digest,
+                status,
+                outcome: audit::outcome(status),
+            });
+        }
+        let resp = with_header(resp, "X-Request-Id", &id);
+        Ok(count_body(resp, requests.bytes_out.clone()))
+    }
+
+    /// 200 once every store answers, 503 saying which does not.
+    async fn readiness(&self) -> Response {
+        match tokio::time::timeout(READY_WAIT, self.rt.objects().ready()).await {
+            Ok(Ok(())) => text_response(200, "text/plain", "ok\n".into()),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "not ready: a store does not answer");
+                text_response(503, "text/plain", format!("storage does not answer: {e}\n"))
+            }
+            Err(_) => text_response(
+                503,
+                "text/plain",
+                format!("storage did not answer within {READY_WAIT:?}\n"),
+            ),
+        }
+    }
+
+    async fn answer(
+        self: Arc<Self>,
+        req: hyper::Request<Incoming>,
+        peer: &Peer,
+        user: &Arc<OnceLock<String>>,
+    ) -> Response {
+        let client = peer.ip;
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         if let Some(Err(wait)) = self
@@ -127,46 +211,53 @@ impl Serving {
             .map(|l| l.check(client, method.as_str()))
         {
             tracing::debug!(%method, %path, %client, "over http.ratelimit; answering 429");
-            return Ok(rate_limited(wait));
+            return rate_limited(wait);
         }
-        let prepared = match body::prepare(req, self.body_timeout, self.phase.clone()).await {
+        let prepared = match body::prepare(
+            req,
+            self.body_timeout,
+            self.phase.clone(),
+            self.metrics.requests.bytes_in.clone(),
+        )
+        .await
+        {
             Ok(p) => p,
-            Err(BodyFailure::TimedOut) => return Ok(self.body_timed_out(&method, &path)),
-            Err(BodyFailure::CutOff) => return Ok(self.cut_off(&method, &path)),
+            Err(BodyFailure::TimedOut) => return self.body_timed_out(&method, &path),
+            Err(BodyFailure::CutOff) => return self.cut_off(&method, &path),
             Err(BodyFailure::Failed(e)) => {
                 tracing::debug!(%method, %path, error = %e, "request body failed");
-                return Ok(oci_error(
+                return oci_error(
                     400,
                     "SIZE_INVALID",
                     "the request body ended before its Content-Length",
-                ));
+                );
             }
         };
         let Some(slot) = self.admission.admit(prepared.streams).await else {
             tracing::debug!(%method, %path, "no request slot came free; answering 503");
-            return Ok(too_many_requests());
+            return too_many_requests();
         };
-        let result = run_guest(&self.rt, prepared.req, slot).await;
+        let result = run_guest(&self.rt, prepared.req, slot, peer, user.clone()).await;
         // The guest's answer to a body that stalled or was cut off is about
         // the failed write, so the client is told why instead.
         if prepared.cut_off.load(Ordering::SeqCst) {
-            return Ok(self.cut_off(&method, &path));
+            return self.cut_off(&method, &path);
         }
         if prepared.timed_out.load(Ordering::SeqCst) {
-            return Ok(self.body_timed_out(&method, &path));
+            return self.body_timed_out(&method, &path);
         }
         match result {
             Ok(resp) => {
                 tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");
-                Ok(resp)
+                resp
             }
             Err(e) => {
                 tracing::error!(%method, %path, error = format!("{e:#}"), "request failed in the registry component");
-                Ok(oci_error(
+                oci_error(
                     500,
                     "INTERNAL_ERROR",
                     "the registry component failed on this request",
-                ))
+                )
             }
         }
     }
@@ -191,6 +282,15 @@ impl Serving {
     }
 }
 
+/// Who is at the other end of a connection.
+pub struct Peer {
+    pub ip: std::net::IpAddr,
+    /// The connection is TLS.
+    pub tls: bool,
+    /// The user its verified client certificate names.
+    pub certified: Option<String>,
+}
+
 fn log_end(r: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
     if let Err(e) = r {
         tracing::debug!(error = %e, "connection ended with an error");
@@ -201,13 +301,23 @@ fn log_end(r: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
 /// it can keep streaming the body after the response head is handed to
 /// hyper; the slot goes with it and is freed only once the instance is gone,
 /// so the pool never holds more request instances than there are slots.
-async fn run_guest(rt: &Runtime, req: hyper::Request<GuestBody>, slot: Slot) -> Result<Response> {
+async fn run_guest(
+    rt: &Runtime,
+    req: hyper::Request<GuestBody>,
+    slot: Slot,
+    peer: &Peer,
+    user: Arc<OnceLock<String>>,
+) -> Result<Response> {
     let mut store = rt.new_store(Priority::Request);
+    store.data_mut().certified = peer.certified.clone();
+    store.data_mut().identified = user;
     let (sender, receiver) = tokio::sync::oneshot::channel();
-    let incoming = store
-        .data_mut()
-        .http()
-        .new_incoming_request(Scheme::Http, req)?;
+    let scheme = if peer.tls {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
+    let incoming = store.data_mut().http().new_incoming_request(scheme, req)?;
     let out = store.data_mut().http().new_response_outparam(sender)?;
     let pre = rt.pre().clone();
     let task = tokio::spawn(async move {
@@ -245,6 +355,41 @@ async fn run_guest(rt: &Runtime, req: hyper::Request<GuestBody>, slot: Slot) -> 
             Err(e) => Err(e.into()),
         },
     }
+}
+
+/// The client's `X-Request-Id` if it is a sane one (a proxy in front may
+/// have set it), else a new one.
+fn request_id(headers: &hyper::HeaderMap) -> String {
+    let sane = |v: &&str| {
+        (1..=128).contains(&v.len())
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    };
+    headers
+        .get("X-Request-Id")
+        .and_then(|v| v.to_str().ok())
+        .filter(sane)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()))
+}
+
+/// The response, its body's bytes added to `sent` as they go out.
+fn count_body(resp: Response, sent: Arc<AtomicU64>) -> Response {
+    resp.map(|body| {
+        body.map_frame(move |frame| {
+            if let Some(data) = frame.data_ref() {
+                sent.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+            frame
+        })
+        .boxed_unsync()
+    })
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// 503 with when to come back, as the distribution spec's TOOMANYREQUESTS.

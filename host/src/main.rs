@@ -3,6 +3,7 @@
 //! request) and implements the component's `objects` import on local disk.
 
 mod admission;
+mod audit;
 mod auth;
 mod body;
 mod cache;
@@ -15,6 +16,7 @@ mod runtime;
 mod scheduler;
 mod server;
 mod shutdown;
+mod tls;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -67,7 +69,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Serve { config } => {
             let cfg = config::Config::load(config.as_deref())?;
-            init_logging(&cfg.log_level);
+            init_logging(&cfg.log_level, cfg.log_output.as_deref(), cfg.log_json)?;
             for w in cfg.warnings() {
                 tracing::warn!("{w}");
             }
@@ -85,12 +87,12 @@ fn main() -> Result<()> {
         }
         Command::Gc { config } => {
             let cfg = config::Config::load(config.as_deref())?;
-            init_logging("warn");
+            init_logging("warn", None, false)?;
             tokio_runtime()?.block_on(server::gc_once(cfg))
         }
         Command::Scrub { config, repair } => {
             let cfg = config::Config::load(config.as_deref())?;
-            init_logging("warn");
+            init_logging("warn", None, false)?;
             let affected = tokio_runtime()?.block_on(server::scrub_once(cfg, repair))?;
             if affected {
                 std::process::exit(1);
@@ -191,11 +193,31 @@ fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn init_logging(level: &str) {
+/// Logs to stderr or `log.output`, as text or JSON lines (`log.format`);
+/// each request's lines carry its id (the `request` span).
+fn init_logging(level: &str, output: Option<&std::path::Path>, json: bool) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("skiff={level},warn")));
-    tracing_subscriber::fmt()
+    let writer = match output {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("log.output: cannot open {}", path.display()))?;
+            BoxMakeWriter::new(std::sync::Mutex::new(file))
+        }
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(writer);
+    if json {
+        builder.json().with_current_span(true).init();
+    } else {
+        builder.init();
+    }
+    Ok(())
 }

@@ -81,6 +81,10 @@ pub struct Ctx {
     pub objects: Arc<Objects>,
     /// Who callers are and what they may do (`access`).
     pub auth: Arc<Auth>,
+    /// The user a verified TLS client certificate names (`tls`).
+    pub certified: Option<String>,
+    /// Who the access provider found the caller to be, for the audit log.
+    pub identified: Arc<std::sync::OnceLock<String>>,
     /// Background jobs hash at low CPU priority, so requests come first.
     pub priority: Priority,
 }
@@ -277,6 +281,8 @@ impl Runtime {
                 hooks: NoOutbound,
                 objects: self.objects.clone(),
                 auth: self.auth.clone(),
+                certified: None,
+                identified: Default::default(),
                 priority,
             },
         );

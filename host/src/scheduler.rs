@@ -72,7 +72,7 @@ pub async fn gc_all(
         }
         let started = Instant::now();
         let result = rt.gc(&repo, &policy(store, &repo)).await;
-        metrics.record_gc(&result, started.elapsed());
+        metrics.record_gc(&repo, &result, started.elapsed());
         match &result {
             Ok(r)
                 if r.blobs_removed + r.manifests_removed + r.uploads_removed + r.tags_removed

@@ -4,12 +4,13 @@
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::config::Driver;
-use crate::http::Serving;
+use crate::http::{Peer, Serving};
 use crate::metrics::Metrics;
 use crate::objects::{Backend, Disk, DynamoHolders, Holders, Objects, RedbHolders, S3};
 use crate::runtime::{Limits, Runtime};
 use crate::scheduler;
 use crate::shutdown::{Phase, Signals, Stopped, CUT_OFF_GRACE};
+use crate::tls::Tls;
 use anyhow::{Context, Result};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -45,15 +46,28 @@ pub async fn serve(cfg: Config) -> Result<Stopped> {
         .await
         .with_context(|| format!("http: cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;
+    let tls = match &cfg.http.tls {
+        Some(t) => Some(Arc::new(Tls::load(t)?)),
+        None => None,
+    };
+    if let Some(tls) = &tls {
+        reload_on_hangup(tls.clone())?;
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
     // Printed, not logged, so scripts and tests can read the port whatever the log level.
-    println!("skiff listening on http://{bound}");
+    println!("skiff listening on {scheme}://{bound}");
     tracing::info!(root = %cfg.storage.root_directory.display(), subpaths = cfg.sub_paths.len(), "serving");
 
     let (phase, watching) = tokio::sync::watch::channel(Phase::Serving);
+    let audit = match &cfg.log_audit {
+        Some(path) => Some(crate::audit::Audit::open(path)?),
+        None => None,
+    };
     let serving = Arc::new(Serving::new(
         runtime.clone(),
         metrics.clone(),
         &cfg.http,
+        audit,
         watching,
     ));
     // config.rs keeps it at most 2^20.
@@ -71,9 +85,47 @@ pub async fn serve(cfg: Config) -> Result<Stopped> {
             continue;
         };
         let (serving, counted) = (serving.clone(), counted.clone());
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
+        let handshake_timeout = cfg.http.header_timeout;
         counted.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            serving.connection(stream).await;
+            let ip = stream
+                .peer_addr()
+                .map(|a| a.ip())
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+            match acceptor {
+                None => {
+                    let peer = Peer {
+                        ip,
+                        tls: false,
+                        certified: None,
+                    };
+                    serving.connection(stream, peer).await;
+                }
+                Some(acceptor) => {
+                    // A handshake is bounded like a request head.
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let certified = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                                .and_then(|leaf| crate::tls::certificate_user(leaf));
+                            let peer = Peer {
+                                ip,
+                                tls: true,
+                                certified,
+                            };
+                            serving.connection(stream, peer).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%ip, error = %e, "TLS handshake failed"),
+                        Err(_) => {
+                            tracing::debug!(%ip, "TLS handshake took longer than http.headerTimeout")
+                        }
+                    }
+                }
+            }
             counted.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
@@ -98,6 +150,25 @@ pub async fn serve(cfg: Config) -> Result<Stopped> {
         store.stop();
     }
     Ok(stopped)
+}
+
+/// On SIGHUP, read the certificate and key again; connections already
+/// open keep theirs. A reload that fails keeps serving what was loaded.
+fn reload_on_hangup(tls: Arc<Tls>) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate and key re-read"),
+                Err(e) => tracing::warn!(
+                    error = format!("{e:#}"),
+                    "SIGHUP: the TLS files do not load; keeping the ones in use"
+                ),
+            }
+        }
+    });
+    Ok(())
 }
 
 /// What the drain waits for.

@@ -24,12 +24,17 @@ pub fn output(cmd: &mut Command) -> Output {
     }
 }
 
-/// The command line, for messages.
+/// The command line, for messages, with credentials masked (the run
+/// checks that no password appears in its output).
 pub fn describe(cmd: &Command) -> String {
+    const SECRET_NEXT: &[&str] = &["--creds", "--dest-creds", "--src-creds", "-u", "--password"];
     let mut s = cmd.get_program().to_string_lossy().to_string();
+    let mut masked = false;
     for a in cmd.get_args() {
+        let a = a.to_string_lossy();
         s.push(' ');
-        s.push_str(&a.to_string_lossy());
+        s.push_str(if masked { "***" } else { &a });
+        masked = SECRET_NEXT.contains(&a.as_ref());
     }
     s
 }

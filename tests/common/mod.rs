@@ -7,6 +7,7 @@ mod client;
 mod edge;
 mod engine;
 mod kv;
+mod ldap;
 mod oci_layout;
 mod store;
 mod throttle;
@@ -20,6 +21,8 @@ pub use edge::*;
 pub use engine::*;
 #[allow(unused_imports)]
 pub use kv::*;
+#[allow(unused_imports)]
+pub use ldap::*;
 #[allow(unused_imports)]
 pub use oci_layout::*;
 #[allow(unused_imports)]

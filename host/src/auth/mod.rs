@@ -6,6 +6,7 @@
 //! slow on purpose, and clients send Basic credentials with every request),
 //! and `failDelay` as an async sleep that holds no thread.
 
+pub mod ldap;
 pub mod settings;
 
 use crate::runtime::skiff::registry::access::{self, Action, AuthError, IssuedToken};
@@ -30,6 +31,7 @@ const VERIFIED_MAX: usize = 10_000;
 pub struct Auth {
     rules: Rules,
     htpasswd: Option<HtpasswdFile>,
+    ldap: Option<ldap::Directory>,
     fail_delay: Duration,
     /// sha256(user, password) → when it was verified, and who it is.
     verified: Mutex<HashMap<[u8; 32], (Instant, Principal)>>,
@@ -89,6 +91,7 @@ impl Auth {
         Auth {
             rules: Rules::default(),
             htpasswd: None,
+            ldap: None,
             fail_delay: Duration::ZERO,
             verified: Mutex::new(HashMap::new()),
         }
@@ -119,67 +122,102 @@ impl Auth {
                 issuer,
             },
             htpasswd,
+            ldap: s.ldap.as_ref().map(ldap::Directory::new).transpose()?,
             fail_delay: s.fail_delay,
             verified: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Who sent `authorization`.
-    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
+    /// Who sent `authorization` over a connection whose verified client
+    /// certificate (if any) names `certified`. Credentials in the request
+    /// win over the certificate: the client chose to sign in as someone.
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        certified: Option<&str>,
+    ) -> Result<Caller, AuthError> {
         if !self.rules.auth_on {
             return Ok(Caller::anonymous());
         }
         match Credentials::parse(authorization).map_err(AuthError::Invalid)? {
-            Credentials::None => Ok(Caller::anonymous()),
+            Credentials::None => Ok(match certified {
+                Some(user) => Caller {
+                    principal: Principal::user(user, Vec::new()),
+                    token: None,
+                },
+                None => Caller::anonymous(),
+            }),
             Credentials::Bearer(t) => self
                 .rules
                 .from_token(&t, unix_now())
                 .map_err(|e| AuthError::Invalid(e.to_string())),
-            Credentials::Basic { user, password } => match self.check_password(&user, &password) {
-                Some(p) => Ok(Caller {
-                    principal: p,
-                    token: None,
-                }),
-                None => {
-                    tracing::info!(user = %user, "wrong user name or password");
-                    tokio::time::sleep(self.fail_delay).await;
-                    Err(AuthError::Invalid("wrong user name or password".into()))
+            Credentials::Basic { user, password } => {
+                match self.check_password(&user, &password).await? {
+                    Some(p) => Ok(Caller {
+                        principal: p,
+                        token: None,
+                    }),
+                    None => {
+                        tracing::info!(user = %user, "wrong user name or password");
+                        tokio::time::sleep(self.fail_delay).await;
+                        Err(AuthError::Invalid("wrong user name or password".into()))
+                    }
                 }
-            },
+            }
         }
     }
 
-    fn check_password(&self, user: &str, password: &str) -> Option<Principal> {
-        let file = self.htpasswd.as_ref()?;
-        let (users, reloaded) = file.users();
-        let mut verified = self.verified.lock().ok()?;
-        if reloaded {
-            // A removed user or changed password must stop working now.
-            verified.clear();
-        }
+    /// The user `password` signs in, checked against the htpasswd file,
+    /// then the directory; `Err` if the directory could not be asked.
+    async fn check_password(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<Option<Principal>, AuthError> {
+        let (users, reloaded) = match &self.htpasswd {
+            Some(file) => file.users(),
+            None => (Arc::new(Htpasswd::default()), false),
+        };
         let key: [u8; 32] = Sha256::new()
             .chain_update(user.len().to_le_bytes())
             .chain_update(user)
             .chain_update(password)
             .finalize()
             .into();
-        if let Some((at, p)) = verified.get(&key) {
-            if at.elapsed() < VERIFIED_TTL {
-                return Some(p.clone());
+        if let Ok(mut verified) = self.verified.lock() {
+            if reloaded {
+                // A removed user or changed password must stop working now.
+                verified.clear();
+            }
+            if let Some((at, p)) = verified.get(&key) {
+                if at.elapsed() < VERIFIED_TTL {
+                    return Ok(Some(p.clone()));
+                }
             }
         }
-        drop(verified);
-        if !users.verify(user, password) {
-            return None;
-        }
-        let p = Principal::user(user, Vec::new());
+        let p = if users.verify(user, password) {
+            Principal::user(user, Vec::new())
+        } else if let Some(dir) = &self.ldap {
+            match dir.verify(user, password).await {
+                Ok(Some(groups)) => Principal::user(user, groups),
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    tracing::error!(error = %e, "LDAP: cannot check a password");
+                    return Err(AuthError::Unavailable(
+                        "the directory (LDAP) does not answer".into(),
+                    ));
+                }
+            }
+        } else {
+            return Ok(None);
+        };
         if let Ok(mut v) = self.verified.lock() {
             if v.len() >= VERIFIED_MAX {
                 v.clear();
             }
             v.insert(key, (Instant::now(), p.clone()));
         }
-        Some(p)
+        Ok(Some(p))
     }
 }
 
@@ -212,7 +250,13 @@ impl access::Host for Ctx {
         &mut self,
         authorization: Option<String>,
     ) -> Result<Resource<CallerState>, AuthError> {
-        let caller = self.auth.authenticate(authorization.as_deref()).await?;
+        let caller = self
+            .auth
+            .authenticate(authorization.as_deref(), self.certified.as_deref())
+            .await?;
+        if let Some(user) = &caller.principal.user {
+            let _ = self.identified.set(user.clone());
+        }
         self.table
             .push(CallerState(caller))
             .map_err(|e| AuthError::Unavailable(format!("no room for the caller: {e}")))

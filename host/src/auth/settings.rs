@@ -22,6 +22,10 @@ pub struct AuthSettings {
     pub bearer: Option<BearerSettings>,
     /// `http.accessControl`.
     pub policy: Option<Policy>,
+    /// `http.tls.cacert`: a verified client certificate names the user.
+    pub client_certs: bool,
+    /// `http.auth.ldap`.
+    pub ldap: Option<super::ldap::LdapSettings>,
     /// `http.auth` and `http.accessControl` as written (paths, not
     /// secrets), for `skiff verify`'s effective config.
     pub written: Vec<(&'static str, Value)>,
@@ -45,7 +49,7 @@ const MAX_FAIL_DELAY_SECS: u64 = 60;
 impl AuthSettings {
     /// Some way of signing in is configured.
     pub fn auth_on(&self) -> bool {
-        self.htpasswd.is_some() || self.bearer.is_some()
+        self.htpasswd.is_some() || self.bearer.is_some() || self.client_certs || self.ldap.is_some()
     }
 
     pub fn parse(http: Option<&Map<String, Value>>) -> Result<AuthSettings> {
@@ -78,6 +82,9 @@ impl AuthSettings {
             let path = PathBuf::from(path);
             read_htpasswd(&path).map_err(|e| anyhow::anyhow!("http.auth.htpasswd.path: {e:#}"))?;
             out.htpasswd = Some(path);
+        }
+        if let Some(l) = auth.get("ldap").filter(|v| !v.is_null()) {
+            out.ldap = Some(super::ldap::LdapSettings::parse(l)?);
         }
         if let Some(b) = auth.get("bearer").filter(|v| !v.is_null()) {
             out.bearer = Some(bearer(b)?);

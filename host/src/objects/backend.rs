@@ -15,6 +15,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
+/// The key `ready` looks up (outside every repository: names cannot start
+/// with a dot).
+const READY_PROBE: &str = ".skiff-ready-probe";
+
 #[async_trait]
 pub trait Backend: Send + Sync {
     /// Where the store is, for messages (a directory, a bucket and prefix).
@@ -75,6 +79,15 @@ pub trait Backend: Send + Sync {
     /// number of things removed. Run by gc, with its delay.
     async fn sweep(&self, _older_than: std::time::Duration) -> Result<u64, ObjectError> {
         Ok(0)
+    }
+
+    /// Whether the store answers (`/readyz`): a look-up of a key no one
+    /// writes, where "not found" is an answer and anything else is not.
+    async fn ready(&self) -> Result<(), ObjectError> {
+        match self.stat(READY_PROBE).await {
+            Ok(_) | Err(ObjectError::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// The file holding `key`, for a backend that has files.

@@ -1299,6 +1299,18 @@ impl Backend for Disk {
         Disk::stat(self, key).await
     }
 
+    /// The root directory is there and lists: a store whose disk went away
+    /// (or was never mounted) is not ready, though every key is "not found".
+    async fn ready(&self) -> Result<(), ObjectError> {
+        let root = self.root.clone();
+        blocking(move || {
+            fs::read_dir(&root)
+                .map(drop)
+                .map_err(|e| ObjectError::Io(format!("{}: {e}", root.display())))
+        })
+        .await
+    }
+
     async fn delete(&self, key: &str, when: Condition) -> Result<(), ObjectError> {
         Disk::delete(self, key, when).await
     }

@@ -60,6 +60,16 @@ impl Objects {
         self.stores().map(|d| d.bytes_hashed()).sum()
     }
 
+    /// Every store answers; the first that does not, described.
+    pub async fn ready(&self) -> Result<(), String> {
+        for store in self.stores() {
+            if let Err(e) = store.ready().await {
+                return Err(format!("{}: {e:?}", store.describe()));
+            }
+        }
+        Ok(())
+    }
+
     /// Every store, default first (the order of `Config::stores`).
     pub fn stores(&self) -> impl Iterator<Item = &Arc<dyn Backend>> {
         std::iter::once(&self.default).chain(self.sub_paths.iter().map(|(_, d)| d))
