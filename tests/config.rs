@@ -34,13 +34,18 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> Option<Output> {
 fn security_settings_skiff_lacks_or_cannot_use_refuse_to_start() {
     let data = tempfile::tempdir().unwrap();
     for (http, key) in [
+        // Settings skiff has, that cannot be used as given: missing TLS
+        // files or secret file, a bind password in the main config, a
+        // bearer setup without keys, a policy with an action zot does not have.
         (
             serde_json::json!({"tls": {"cert": "/etc/skiff/cert.pem", "key": "/etc/skiff/key.pem"}}),
-            "http.tls",
+            "http.tls.cert",
         ),
-        // Settings skiff has, that cannot be used as given: a missing
-        // secret file, a bearer setup without keys, a policy with an
-        // action zot does not have.
+        (
+            serde_json::json!({"auth": {"ldap": {"address": "127.0.0.1", "baseDN": "dc=x",
+                "credentialsFile": "/etc/skiff/bind.json", "bindPassword": "inline"}}}),
+            "http.auth.ldap.bindPassword",
+        ),
         (
             serde_json::json!({"auth": {"htpasswd": {"path": "/etc/skiff/no-such-htpasswd"}}}),
             "http.auth.htpasswd.path",
