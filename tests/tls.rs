@@ -96,13 +96,7 @@ impl Pki {
     }
 
     fn note_key(&self, key: &str) {
-        let pem = fs::read_to_string(self.path().join(key)).unwrap();
-        note_secret(
-            &pem.lines()
-                .filter(|l| !l.starts_with("-----"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-        );
+        note_pem(&self.path().join(key));
     }
 
     /// A certificate for `cn` signed by the CA `ca`, for a server on

@@ -36,7 +36,7 @@ pub fn note_secret(secret: &str) {
 }
 
 /// The body lines of a PEM key (not its armour, which is no secret).
-fn note_pem(path: &Path) {
+pub fn note_pem(path: &Path) {
     let pem = std::fs::read_to_string(path).unwrap();
     note_secret(
         &pem.lines()
