@@ -122,13 +122,14 @@ fn error_code_of(r: &Resp) -> Option<String> {
     Some(v["errors"][0]["code"].as_str()?.to_string())
 }
 
-/// A response's headers, sorted, without `Date` (which may tick between two
-/// requests).
-fn headers_but_date(r: &Resp) -> Vec<(String, String)> {
+/// A response's headers, sorted, without the two that belong to one request:
+/// `Date` (which may tick between two requests) and `X-Request-Id` (new for
+/// each request).
+fn headers_of_any_request(r: &Resp) -> Vec<(String, String)> {
     let mut h: Vec<_> = r
         .headers
         .iter()
-        .filter(|(k, _)| k != "date")
+        .filter(|(k, _)| k != "date" && k != "x-request-id")
         .cloned()
         .collect();
     h.sort();
@@ -609,10 +610,18 @@ fn malformed_requests_are_refused_cleanly() {
                 );
                 assert_error_body(&format!("{what}, as GET"), &g, c.code, false);
                 assert_eq!(
-                    headers_but_date(&r),
-                    headers_but_date(&g),
+                    headers_of_any_request(&r),
+                    headers_of_any_request(&g),
                     "{what}: HEAD and GET headers differ"
                 );
+                let id = |x: &Resp| {
+                    x.headers
+                        .iter()
+                        .find(|(k, _)| k == "x-request-id")
+                        .map(|(_, v)| v.clone())
+                };
+                assert!(id(&r).is_some(), "{what}: no X-Request-Id");
+                assert_ne!(id(&r), id(&g), "{what}: two requests, one request id");
             } else {
                 assert_eq!(
                     (r.status, error_code_of(&r)),

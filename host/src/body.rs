@@ -139,6 +139,135 @@ where
     }
 }
 
+/// A body whose data bytes are added to a counter as they pass
+/// (`/metrics`). Unlike `map_frame`, it keeps the inner body's size hint,
+/// which decides whether a request body is small enough to read first and
+/// gives a response its length.
+pub struct Counted<B> {
+    inner: B,
+    count: Arc<AtomicU64>,
+}
+
+impl<B> Counted<B> {
+    pub fn new(inner: B, count: Arc<AtomicU64>) -> Counted<B> {
+        Counted { inner, count }
+    }
+}
+
+impl<B> Body for Counted<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                this.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Where a streamed request body goes when the guest drops it unread
+/// (a refusal before the upload is read, say), so the host can drop it
+/// only once the response has gone out. Dropped earlier, an HTTP/2 stream
+/// is reset (CANCEL) before its answer is sent, and the client sees a
+/// stream error instead of the 401 or 404 it was given.
+pub type Unread = Arc<std::sync::Mutex<Option<Box<dyn Send>>>>;
+
+/// A streamed request body that leaves what is left of it in [`Unread`]
+/// when dropped before its end.
+struct Kept<B: Send + 'static> {
+    inner: Option<B>,
+    unread: Unread,
+}
+
+impl<B: Body<Data = Bytes, Error = Error> + Send + Unpin + 'static> Body for Kept<B> {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        match self.get_mut().inner.as_mut() {
+            Some(b) => Pin::new(b).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+impl<B: Send + 'static> Drop for Kept<B> {
+    fn drop(&mut self) {
+        if let (Some(b), Ok(mut slot)) = (self.inner.take(), self.unread.lock()) {
+            *slot = Some(Box::new(b));
+        }
+    }
+}
+
+/// A response body that holds the request's unread body (whenever the
+/// guest lets go of it) until it is itself dropped, after the last byte
+/// went out.
+pub struct Holding<B> {
+    inner: B,
+    _unread: Unread,
+}
+
+impl<B> Holding<B> {
+    pub fn new(inner: B, unread: Unread) -> Holding<B> {
+        Holding {
+            inner,
+            _unread: unread,
+        }
+    }
+}
+
+impl<B: Body + Unpin> Body for Holding<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A request ready for the guest.
 pub struct Prepared {
     pub req: hyper::Request<GuestBody>,
@@ -148,6 +277,8 @@ pub struct Prepared {
     pub timed_out: Arc<AtomicBool>,
     /// Set once its body was cut off at the end of the server's drain.
     pub cut_off: Arc<AtomicBool>,
+    /// What the guest left unread of a streamed body.
+    pub unread: Unread,
 }
 
 pub enum BodyFailure {
@@ -170,14 +301,10 @@ pub async fn prepare(
 ) -> Result<Prepared, BodyFailure> {
     let (parts, body) = req.into_parts();
     // Counted as it arrives (`/metrics`), whatever then becomes of it.
-    let body = body.map_frame(move |frame| {
-        if let Some(data) = frame.data_ref() {
-            received.fetch_add(data.len() as u64, Ordering::Relaxed);
-        }
-        frame
-    });
+    let body = Counted::new(body, received);
     let timed_out = Arc::new(AtomicBool::new(false));
     let cut_off = Arc::new(AtomicBool::new(false));
+    let unread = Unread::default();
     let body = IdleTimeout::new(body, idle, timed_out.clone());
     let body = CutOff::new(body, phase, cut_off.clone());
     let small = body.size_hint().exact().is_some_and(|n| n <= BUFFER_LIMIT);
@@ -192,13 +319,18 @@ pub async fn prepare(
             .map_err(|never| match never {})
             .boxed_unsync()
     } else {
-        body.boxed_unsync()
+        Kept {
+            inner: Some(body),
+            unread: unread.clone(),
+        }
+        .boxed_unsync()
     };
     Ok(Prepared {
         req: hyper::Request::from_parts(parts, body),
         streams: !small,
         timed_out,
         cut_off,
+        unread,
     })
 }
 
@@ -288,5 +420,24 @@ mod tests {
             );
             assert!(flag.load(Ordering::SeqCst));
         });
+    }
+
+    /// The counter must not hide the length: `prepare` reads a body whole
+    /// only when its exact size is known, and once a wrapper lost it every
+    /// body streamed into the guest (an HTTP/2 refusal then reset its stream).
+    #[test]
+    fn counting_keeps_the_size_and_counts_every_byte() {
+        let count = Arc::new(AtomicU64::new(0));
+        let body = Counted::new(
+            Full::new(Bytes::from_static(b"twelve bytes")),
+            count.clone(),
+        );
+        assert_eq!(body.size_hint().exact(), Some(12));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let got = rt.block_on(body.collect()).unwrap().to_bytes();
+        assert_eq!(&got[..], b"twelve bytes");
+        assert_eq!(count.load(Ordering::Relaxed), 12);
     }
 }

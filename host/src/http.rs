@@ -177,6 +177,13 @@ impl Serving {
             });
         }
         let resp = with_header(resp, "X-Request-Id", &id);
+        if method == hyper::Method::HEAD {
+            // The head says the length a GET would send; the body is
+            // dropped here, not polled. HTTP/1 never reads a HEAD's body,
+            // but HTTP/2 would, and the component's body, shorter than its
+            // Content-Length, ends in an error that resets the stream.
+            return Ok(resp.map(|_| HyperOutgoingBody::default()));
+        }
         Ok(count_body(resp, requests.bytes_out.clone()))
     }
 
@@ -249,7 +256,8 @@ impl Serving {
         match result {
             Ok(resp) => {
                 tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");
-                resp
+                let unread = prepared.unread;
+                resp.map(|b| body::Holding::new(b, unread).boxed_unsync())
             }
             Err(e) => {
                 tracing::error!(%method, %path, error = format!("{e:#}"), "request failed in the registry component");
@@ -375,15 +383,7 @@ fn request_id(headers: &hyper::HeaderMap) -> String {
 
 /// The response, its body's bytes added to `sent` as they go out.
 fn count_body(resp: Response, sent: Arc<AtomicU64>) -> Response {
-    resp.map(|body| {
-        body.map_frame(move |frame| {
-            if let Some(data) = frame.data_ref() {
-                sent.fetch_add(data.len() as u64, Ordering::Relaxed);
-            }
-            frame
-        })
-        .boxed_unsync()
-    })
+    resp.map(|body| body::Counted::new(body, sent).boxed_unsync())
 }
 
 fn unix_now() -> u64 {

@@ -80,6 +80,29 @@ fn python(script: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// Two forgeries of a real `token`, its grant moved to `repo`: the changed
+/// claims under the original signature, and the same claims with `alg: none`
+/// and no signature. Both are noted as secrets.
+pub fn forged(token: &str, repo: &str) -> (String, String) {
+    let script = r#"
+import base64, json, sys
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+unb64 = lambda s: base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+head, body, sig = sys.argv[1].split(".")
+claims = json.loads(unb64(body))
+for a in claims["access"]:
+    a["name"] = sys.argv[2]
+body = b64(json.dumps(claims).encode())
+print(head + "." + body + "." + sig)
+print(b64(json.dumps({"alg": "none", "typ": "JWT"}).encode()) + "." + body + ".")
+"#;
+    let out = python(script, &[token, repo]);
+    let (tampered, unsigned) = out.split_once('\n').expect("two forgeries");
+    note_secret(tampered);
+    note_secret(unsigned);
+    (tampered.to_string(), unsigned.trim().to_string())
+}
+
 pub fn basic(user: &str, password: &str) -> String {
     use std::fmt::Write;
     // base64 by hand would be a second implementation to trust; openssl's is the reference.
