@@ -58,6 +58,13 @@ command -v cc >/dev/null || apt_install gcc libc6-dev
 # strace: the durability tests check the order of fsyncs with it.
 # slapd: the LDAP tests run a directory of their own; openssl makes their test CA.
 apt_install skopeo umoci strace podman buildah curl ca-certificates slapd openssl
+# CNCF distribution, which skiff-bench's smoke test runs beside skiff. Its
+# package may start a daemon on :5000 where an init system lets it; the
+# tests start their own on free ports, so that one is stopped.
+if ! installed docker-registry; then
+    apt_install docker-registry
+    "${SUDO[@]}" service docker-registry stop >/dev/null 2>&1 || true
+fi
 
 # The docker engine and its CLI come with the machine (the tests push and pull
 # with the real engine). The CLI must be 23.0 or newer: older clients cannot

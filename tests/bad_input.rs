@@ -620,8 +620,11 @@ fn malformed_requests_are_refused_cleanly() {
                         .find(|(k, _)| k == "x-request-id")
                         .map(|(_, v)| v.clone())
                 };
-                assert!(id(&r).is_some(), "{what}: no X-Request-Id");
-                assert_ne!(id(&r), id(&g), "{what}: two requests, one request id");
+                // The native host tags each request; `wasmtime serve` does not.
+                if EDGE.is_none() {
+                    assert!(id(&r).is_some(), "{what}: no X-Request-Id");
+                    assert_ne!(id(&r), id(&g), "{what}: two requests, one request id");
+                }
             } else {
                 assert_eq!(
                     (r.status, error_code_of(&r)),

@@ -1,0 +1,210 @@
+//! The scale mode: grow one repository to N tags and the registry to N
+//! repositories, and at each N time the requests whose cost must not grow
+//! with N (one client, so the figure is latency, not queueing).
+
+use crate::client::{Conn, Image, MANIFEST};
+use crate::stats::Stats;
+use anyhow::{bail, Result};
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+const REPO: &str = "scale/tags";
+/// Requests timed per measure and N.
+const SAMPLES: usize = 100;
+/// Clients filling in parallel.
+const FILLERS: usize = 4;
+
+pub const MEASURES: [&str; 4] = [
+    "manifest GET by tag",
+    "tag push",
+    "tags/list?n=100",
+    "_catalog?n=100",
+];
+
+/// p50 latency (ms) of each of [`MEASURES`] at one N.
+pub struct Point {
+    pub n: usize,
+    pub p50_ms: [f64; 4],
+}
+
+pub async fn run(addr: SocketAddr, sizes: &[usize], block: &Bytes) -> Result<Vec<Point>> {
+    let mut conn = Conn::new(addr);
+    let image = Arc::new(Image::push(&mut conn, REPO, block, rand::random()).await?);
+    conn.put_manifest(REPO, "latest", &image.manifest).await?;
+    let (mut tags, mut repos) = (1usize, 0usize);
+    let mut points = Vec::new();
+    for &n in sizes {
+        fill(addr, &image, tags..n, add_tag).await?;
+        tags = tags.max(n);
+        fill(addr, &image, repos..n, add_repository).await?;
+        repos = repos.max(n);
+
+        let mut p50 = [0.0; 4];
+        for (m, slot) in p50.iter_mut().enumerate() {
+            let mut stats = Stats::default();
+            for k in 0..SAMPLES {
+                let started = Instant::now();
+                let bytes = once(&mut conn, &image, m, n, k).await?;
+                stats.record(started.elapsed(), bytes);
+            }
+            *slot = stats.summary().p50_ms;
+        }
+        // The tag pushes added SAMPLES tags (named apart from the fill's);
+        // they do not change N measurably.
+        points.push(Point { n, p50_ms: p50 });
+    }
+    Ok(points)
+}
+
+/// One request of measure `m` (an index into [`MEASURES`]) at size `n`,
+/// the `k`th of its samples; the bytes it read.
+async fn once(conn: &mut Conn, image: &Image, m: usize, n: usize, k: usize) -> Result<u64> {
+    let a = match m {
+        // A tag from the middle of the list, so no end of it is favoured.
+        0 => {
+            let path = format!("/v2/{REPO}/manifests/t{:07}", n / 2);
+            conn.get(&path, Some(MANIFEST)).await?
+        }
+        // Each push a new tag (moving an existing one costs the same).
+        1 => {
+            let tag = format!("p{n}-{k}");
+            conn.put_manifest(REPO, &tag, &image.manifest).await?;
+            return Ok(0);
+        }
+        2 => {
+            conn.get(&format!("/v2/{REPO}/tags/list?n=100"), None)
+                .await?
+        }
+        // A page from the middle of the catalog.
+        _ => {
+            let path = format!("/v2/_catalog?n=100&last=scale/r{:07}", n / 2);
+            conn.get(&path, None).await?
+        }
+    };
+    if !a.status.is_success() {
+        bail!("{}: {}", MEASURES[m], a.status);
+    }
+    Ok(a.bytes)
+}
+
+type Filling<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>>;
+
+fn add_tag<'a>(conn: &'a mut Conn, image: &'a Image, i: usize) -> Filling<'a> {
+    Box::pin(async move {
+        conn.put_manifest(REPO, &format!("t{i:07}"), &image.manifest)
+            .await
+    })
+}
+
+fn add_repository<'a>(conn: &'a mut Conn, image: &'a Image, i: usize) -> Filling<'a> {
+    Box::pin(async move {
+        let r = format!("scale/r{i:07}");
+        conn.mount(&r, &image.config.digest, REPO).await?;
+        conn.mount(&r, &image.layer.digest, REPO).await?;
+        conn.put_manifest(&r, "latest", &image.manifest).await
+    })
+}
+
+type Step = for<'a> fn(&'a mut Conn, &'a Image, usize) -> Filling<'a>;
+
+/// Run `step` for every i in `range`, [`FILLERS`] clients at once.
+async fn fill(
+    addr: SocketAddr,
+    image: &Arc<Image>,
+    range: std::ops::Range<usize>,
+    step: Step,
+) -> Result<()> {
+    if range.is_empty() {
+        return Ok(());
+    }
+    let next = Arc::new(AtomicUsize::new(range.start));
+    let end = range.end;
+    let mut workers = Vec::new();
+    for _ in 0..FILLERS {
+        let (next, image) = (next.clone(), image.clone());
+        workers.push(tokio::spawn(async move {
+            let mut conn = Conn::new(addr);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= end {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                step(&mut conn, &image, i).await?;
+            }
+        }));
+    }
+    for w in workers {
+        w.await??;
+    }
+    Ok(())
+}
+
+/// An SVG of p50 latency against N (log scale), a line per registry and
+/// measure.
+pub fn plot(path: &std::path::Path, runs: &[(&str, Vec<Point>)]) -> Result<()> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let ns: Vec<usize> = runs
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|p| p.n))
+        .collect();
+    let (lo, hi) = (
+        *ns.iter().min().unwrap_or(&1) as f64,
+        *ns.iter().max().unwrap_or(&10) as f64,
+    );
+    let top = runs
+        .iter()
+        .flat_map(|(_, p)| p.iter().flat_map(|p| p.p50_ms))
+        .fold(0.1f64, f64::max);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "p50 latency against N (tags in the repository / repositories)",
+            ("sans-serif", 20),
+        )
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d((lo.max(1.0)..hi.max(lo + 1.0)).log_scale(), 0.0..top * 1.1)?;
+    chart.configure_mesh().x_desc("N").y_desc("ms").draw()?;
+    let colors = [
+        RED,
+        BLUE,
+        GREEN,
+        MAGENTA,
+        CYAN,
+        BLACK,
+        RGBColor(200, 120, 0),
+        RGBColor(120, 0, 200),
+    ];
+    let mut c = 0;
+    for (name, points) in runs {
+        for (m, measure) in MEASURES.iter().enumerate() {
+            let color = colors[c % colors.len()];
+            c += 1;
+            let style = if *name == "skiff" {
+                color.stroke_width(2)
+            } else {
+                color.stroke_width(1)
+            };
+            chart
+                .draw_series(LineSeries::new(
+                    points.iter().map(|p| (p.n as f64, p.p50_ms[m])),
+                    style,
+                ))?
+                .label(format!("{name}: {measure}"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        }
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
