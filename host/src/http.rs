@@ -12,7 +12,7 @@ use crate::body::{self, BodyFailure, GuestBody};
 use crate::config::Http;
 use crate::metrics::{self, Metrics};
 use crate::ratelimit::Limiter;
-use crate::runtime::{Priority, Runtime};
+use crate::runtime::Runtime;
 use crate::shutdown::{self, Phase};
 use anyhow::Result;
 use bytes::Bytes;
@@ -131,7 +131,8 @@ impl Serving {
         }
         match req.uri().path() {
             "/metrics" => {
-                let text = self.metrics.render() + &self.admission.render();
+                let text =
+                    self.metrics.render() + &self.admission.render() + &self.rt.warm.render();
                 return Ok(text_response(200, "text/plain; version=0.0.4", text));
             }
             "/readyz" => return Ok(self.readiness().await),
@@ -244,7 +245,7 @@ impl Serving {
             tracing::debug!(%method, %path, "no request slot came free; answering 503");
             return too_many_requests();
         };
-        let result = run_guest(&self.rt, prepared.req, slot, peer, user.clone()).await;
+        let result = run_guest(self.rt.clone(), prepared.req, slot, peer, user.clone()).await;
         // The guest's answer to a body that stalled or was cut off is about
         // the failed write, so the client is told why instead.
         if prepared.cut_off.load(Ordering::SeqCst) {
@@ -305,39 +306,43 @@ fn log_end(r: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
     }
 }
 
-/// Run the request on a fresh instance. The instance runs in its own task so
-/// it can keep streaming the body after the response head is handed to
-/// hyper; the slot goes with it and is freed only once the instance is gone,
-/// so the pool never holds more request instances than there are slots.
+/// Run the request on an instance (a kept one, or a new one: `warm`). The
+/// instance runs in its own task so it can keep streaming the body after the
+/// response head is handed to hyper; the slot goes with it and is freed only
+/// once the instance is given back or dropped, so the pool never holds more
+/// request instances than there are slots.
 async fn run_guest(
-    rt: &Runtime,
+    rt: Arc<Runtime>,
     req: hyper::Request<GuestBody>,
     slot: Slot,
     peer: &Peer,
     user: Arc<OnceLock<String>>,
 ) -> Result<Response> {
-    let mut store = rt.new_store(Priority::Request);
-    store.data_mut().certified = peer.certified.clone();
-    store.data_mut().identified = user;
+    let mut inst = rt.request_instance().await?;
+    inst.store
+        .data_mut()
+        .begin_request(peer.certified.clone(), user);
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let scheme = if peer.tls {
         Scheme::Https
     } else {
         Scheme::Http
     };
-    let incoming = store.data_mut().http().new_incoming_request(scheme, req)?;
-    let out = store.data_mut().http().new_response_outparam(sender)?;
-    let pre = rt.pre().clone();
+    let incoming = inst
+        .store
+        .data_mut()
+        .http()
+        .new_incoming_request(scheme, req)?;
+    let out = inst.store.data_mut().http().new_response_outparam(sender)?;
     let task = tokio::spawn(async move {
-        let result = async {
-            let proxy = pre.instantiate_async(&mut store).await?;
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, incoming, out)
-                .await
+        let result = inst
+            .proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut inst.store, incoming, out)
+            .await;
+        if let Err(why) = rt.warm.give_back(inst, result.is_ok()) {
+            tracing::trace!(?why, "registry instance not kept");
         }
-        .await;
-        drop(store);
         drop(slot);
         result
     });

@@ -17,6 +17,7 @@ mod scheduler;
 mod server;
 mod shutdown;
 mod tls;
+mod warm;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -12,9 +12,10 @@
 use crate::auth::Auth;
 use crate::cache::load_component;
 use crate::objects::Objects;
+use crate::warm::{Instance, Warm};
 use anyhow::{Context, Result};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{
@@ -87,6 +88,54 @@ pub struct Ctx {
     pub identified: Arc<std::sync::OnceLock<String>>,
     /// Background jobs hash at low CPU priority, so requests come first.
     pub priority: Priority,
+    /// Guest time the current request (or job) may still use.
+    budget: GuestBudget,
+    /// What the instance's memories hold.
+    memory: MemoryUse,
+}
+
+impl Ctx {
+    /// Make a kept instance's state that of a new request: its caller, and
+    /// a full time budget.
+    pub fn begin_request(&mut self, certified: Option<String>, identified: Arc<OnceLock<String>>) {
+        self.certified = certified;
+        self.identified = identified;
+        self.budget.refill();
+    }
+
+    /// Bytes of linear memory the instance's memories hold.
+    pub fn memory_bytes(&self) -> usize {
+        self.memory.bytes
+    }
+}
+
+/// Counts what the instance's memories grow to (wasmtime asks before each
+/// growth, the first allocation included). Growth is allowed up to the
+/// pool's per-memory maximum.
+#[derive(Debug, Default)]
+struct MemoryUse {
+    bytes: usize,
+}
+
+impl wasmtime::ResourceLimiter for MemoryUse {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.bytes = self.bytes.saturating_add(desired.saturating_sub(current));
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(true)
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -191,15 +240,21 @@ const PER_INSTANCE: Share = Share {
 /// than wall time.
 #[derive(Debug)]
 struct GuestBudget {
+    limit: Option<Duration>,
     left: Option<u64>,
 }
 
 impl GuestBudget {
     fn new(limit: Option<Duration>) -> GuestBudget {
+        let mut b = GuestBudget { limit, left: None };
+        b.refill();
+        b
+    }
+
+    /// The whole budget again, for the next request on the same instance.
+    fn refill(&mut self) {
         let ticks = |d: Duration| (d.as_nanos() / TICK.as_nanos()).max(1) as u64;
-        GuestBudget {
-            left: limit.map(ticks),
-        }
+        self.left = self.limit.map(ticks);
     }
 
     /// Charge one tick; false once the budget is spent.
@@ -225,6 +280,8 @@ pub struct Runtime {
     auth: Arc<Auth>,
     /// Settings the components read from their environment.
     guest_env: Vec<(String, String)>,
+    /// Registry instances kept between requests.
+    pub warm: Warm,
 }
 
 impl Runtime {
@@ -253,6 +310,7 @@ impl Runtime {
             objects,
             auth: Arc::new(Auth::open()),
             guest_env: Vec::new(),
+            warm: Warm::new(idle_instances(limits.request_slots)),
         })
     }
 
@@ -284,31 +342,43 @@ impl Runtime {
                 certified: None,
                 identified: Default::default(),
                 priority,
+                // Background jobs may run as long as they need; they still yield.
+                budget: GuestBudget::new(
+                    (priority == Priority::Request).then_some(self.limits.request_budget),
+                ),
+                memory: MemoryUse::default(),
             },
         );
-        // Background jobs may run as long as they need; they still yield.
-        let limit = (priority == Priority::Request).then_some(self.limits.request_budget);
-        let mut budget = GuestBudget::new(limit);
+        store.limiter(|ctx| &mut ctx.memory);
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
+        store.epoch_deadline_callback(|mut ctx| {
+            let budget = &mut ctx.data_mut().budget;
             if budget.spend() {
                 Ok(UpdateDeadline::Yield(1))
             } else {
                 wasmtime::bail!(
                     "the registry component ran for more than {:?} on one request",
-                    limit.unwrap_or_default()
+                    budget.limit.unwrap_or_default()
                 )
             }
         });
         store
     }
 
-    pub fn objects(&self) -> &Objects {
-        &self.objects
+    /// An instance for one request: a kept one if there is one, else a new
+    /// one. Give it back with `warm.give_back` once its call returned.
+    pub async fn request_instance(&self) -> Result<Instance> {
+        if let Some(inst) = self.warm.take() {
+            return Ok(inst);
+        }
+        let mut store = self.new_store(Priority::Request);
+        let proxy = self.pre.instantiate_async(&mut store).await?;
+        self.warm.created();
+        Ok(Instance::new(store, proxy))
     }
 
-    pub fn pre(&self) -> &ProxyPre<Ctx> {
-        &self.pre
+    pub fn objects(&self) -> &Objects {
+        &self.objects
     }
 
     /// Every repository, from a fresh gc instance.
@@ -343,10 +413,23 @@ impl Runtime {
     }
 }
 
-/// A pool with room for every request slot's instance plus background work.
-/// Memory is reserved as address space and backed lazily.
+/// How many idle registry instances to keep: enough that every core finds
+/// one when the requests running on it end and new ones start (a closed
+/// loop of clients gives each back just before it takes the next), few
+/// enough that the memory a burst touched is not all kept. Each holds a
+/// request slot's share of the pool, so never more than the slots.
+fn idle_instances(request_slots: u32) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (4 * cores).min(request_slots as usize)
+}
+
+/// A pool with room for every request slot's instance, the idle ones kept
+/// (a request that found none idle may build one while another is given
+/// back), and background work. Memory is reserved as address space and
+/// backed lazily.
 fn engine_config(request_slots: u32) -> Config {
-    let instances = request_slots + BACKGROUND_INSTANCES + POOL_HEADROOM;
+    let kept = u32::try_from(idle_instances(request_slots)).unwrap_or(request_slots);
+    let instances = request_slots + kept + BACKGROUND_INSTANCES + POOL_HEADROOM;
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(instances)
         .total_stacks(instances)
@@ -430,7 +513,7 @@ mod tests {
                 };
                 let mut store = rt.new_store(priority);
                 match name {
-                    "registry" => drop(rt.pre().instantiate_async(&mut store).await.unwrap()),
+                    "registry" => drop(rt.pre.instantiate_async(&mut store).await.unwrap()),
                     "gc" => drop(rt.gc.instantiate_async(&mut store).await.unwrap()),
                     _ => drop(rt.scrub.instantiate_async(&mut store).await.unwrap()),
                 }

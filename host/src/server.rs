@@ -34,6 +34,7 @@ pub async fn serve(cfg: Config) -> Result<Stopped> {
         store.clone().start()?;
     }
     let metrics = Arc::new(Metrics::default());
+    trim_idle_instances(runtime.clone());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let background = tokio::spawn(scheduler::run(
         runtime.clone(),
@@ -150,6 +151,18 @@ pub async fn serve(cfg: Config) -> Result<Stopped> {
         store.stop();
     }
     Ok(stopped)
+}
+
+/// Drop the registry instances no request has used for a while, so memory
+/// taken by a burst is given back once it is over.
+fn trim_idle_instances(runtime: Arc<Runtime>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(crate::warm::IDLE_FOR / 3);
+        loop {
+            every.tick().await;
+            runtime.warm.trim(crate::warm::IDLE_FOR);
+        }
+    });
 }
 
 /// On SIGHUP, read the certificate and key again; connections already

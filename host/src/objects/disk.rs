@@ -674,7 +674,7 @@ impl Disk {
         // The file stays locked until this write is done: the offset check
         // and the append are one step, and `publish` (which takes the same
         // lock) can never make these bytes a blob while more are coming.
-        let mut file = blocking(move || {
+        let file = blocking(move || {
             let open = || {
                 OpenOptions::new()
                     .create(offset == 0)
@@ -702,25 +702,42 @@ impl Disk {
 
         // A hash of the whole object needs every byte before `offset` hashed:
         // this write is all of it, or earlier appends left their state.
-        let mut hasher = if offset == 0 {
+        let hasher = if offset == 0 {
             Some(Sha256::new())
         } else {
             self.take_partial(key, offset)
         };
         let mut body = BodyReader::new(src, limit);
-        let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
-        while let Some(chunk) = body.next().await? {
-            if let Some(h) = hasher.as_mut() {
-                h.update(&chunk);
-            }
-            buf.extend_from_slice(&chunk);
-            if buf.len() >= CHUNK {
-                (file, buf) = write_chunk(file, buf).await?;
+        // Receiving overlaps hashing and writing: the body is read here while
+        // a blocking thread hashes and writes what came before, through a
+        // short queue (so a slow disk slows the client rather than filling
+        // memory).
+        let (pieces, queued) = tokio::sync::mpsc::channel::<Bytes>(PIPELINE_PIECES);
+        let sink = tokio::task::spawn_blocking(move || sink(file, hasher, queued));
+        let mut received = Ok(());
+        loop {
+            match body.next().await {
+                Ok(Some(piece)) => {
+                    if pieces.send(piece).await.is_err() {
+                        // The sink stopped on an error, which it returns.
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    received = Err(e);
+                    break;
+                }
             }
         }
-        if !buf.is_empty() {
-            (file, _) = write_chunk(file, buf).await?;
-        }
+        drop(pieces);
+        // Joined before anything returns: the sink holds the file's lock,
+        // and no byte may land after this call has answered.
+        let sunk = sink
+            .await
+            .map_err(|e| ObjectError::Io(format!("blocking task failed: {e}")))?;
+        received?;
+        let (mut file, hasher) = sunk?;
         if commit {
             file = blocking(move || file.sync_all().map(|_| file).map_err(io_err)).await?;
         }
@@ -1271,14 +1288,26 @@ fn copy_hashing(
     }))
 }
 
-async fn write_chunk(mut file: File, buf: Vec<u8>) -> Result<(File, Vec<u8>), ObjectError> {
-    blocking(move || {
-        file.write_all(&buf).map_err(io_err)?;
-        let mut buf = buf;
-        buf.clear();
-        Ok((file, buf))
-    })
-    .await
+/// Pieces of a request body queued between receiving and writing.
+const PIPELINE_PIECES: usize = 8;
+
+/// Hash and append every piece `queued` yields, coalesced into writes of
+/// `CHUNK` bytes; the file (still locked) and the hash state when the queue
+/// ends.
+fn sink(
+    file: File,
+    mut hasher: Option<Sha256>,
+    mut queued: tokio::sync::mpsc::Receiver<Bytes>,
+) -> Result<(File, Option<Sha256>), ObjectError> {
+    let mut out = std::io::BufWriter::with_capacity(CHUNK, file);
+    while let Some(piece) = queued.blocking_recv() {
+        if let Some(h) = hasher.as_mut() {
+            h.update(&piece);
+        }
+        out.write_all(&piece).map_err(io_err)?;
+    }
+    let file = out.into_inner().map_err(|e| io_err(e.into_error()))?;
+    Ok((file, hasher))
 }
 
 #[async_trait::async_trait]
