@@ -689,6 +689,8 @@ fn malformed_requests_are_refused_cleanly() {
         .collect();
     want.insert(format!("{REPO}/index.json"));
     want.insert(format!("{REPO}/oci-layout"));
+    // The catalog's index, beside the layouts.
+    want.insert(".skiff/catalog.json".to_string());
     if ON_S3 || EDGE.is_some() {
         // In the bucket (or the key-value store): the objects and nothing
         // else (no staging left).

@@ -1305,7 +1305,7 @@ fn tool(name: &str, args: &[&str]) -> String {
 #[test]
 fn layout_made_by_skopeo_is_collected_correctly() {
     let _machine = shared();
-    let reg = Registry::start_with(|cfg| {
+    let mut reg = Registry::start_with(|cfg| {
         cfg["storage"]["gcDelay"] = json!("0s");
         cfg["storage"]["retention"]["delay"] = json!("0s");
     });
@@ -1389,8 +1389,12 @@ fn layout_made_by_skopeo_is_collected_correctly() {
         manifest: um.clone(),
         blobs: vec![(ucd.clone(), uc.len()), (uld.clone(), ul.len())],
     };
-    // Served as it is.
-    assert!(catalog(&reg).contains(&"other/app".to_string()));
+    // Served as it is; listed once the catalog's index is reconciled with
+    // the layouts, as at every start.
+    assert_eq!(reg.get_manifest("other/app", "1.0").status, 200);
+    reg.restart();
+    assert!(eventually(Duration::from_secs(10), || catalog(&reg)
+        .contains(&"other/app".to_string())));
     assert_pulls(&reg, &foreign, "1.0");
     assert_present(&reg, &untagged);
     assert_eq!(

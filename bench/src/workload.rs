@@ -24,6 +24,9 @@ pub enum Kind {
     ManifestHeadDigest,
     TagsList,
     Catalog,
+    /// Different new tags pushed into one repository at once (the manifest
+    /// is the same, so only the tag index changes).
+    TagPush,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -52,6 +55,7 @@ impl Workload {
             Kind::ManifestHeadDigest => "manifest-head-digest".into(),
             Kind::TagsList => "tags-list".into(),
             Kind::Catalog => "catalog".into(),
+            Kind::TagPush => "tag-push".into(),
         }
     }
 
@@ -74,6 +78,7 @@ impl Workload {
         ] {
             out.push(w(kind, 0, 32));
         }
+        out.push(w(Kind::TagPush, 0, 8));
         for &size in sizes {
             // Big blobs one at a time (throughput), small ones in parallel.
             let c = if size >= 100 * MIB { 1 } else { 8 };
@@ -270,6 +275,12 @@ async fn once(conn: &mut Conn, kind: Kind, s: &Seeded) -> Result<u64> {
         }
         Kind::TagsList => conn.get(&format!("/v2/{repo}/tags/list"), None).await?,
         Kind::Catalog => conn.get("/v2/_catalog?n=100", None).await?,
+        Kind::TagPush => {
+            let k = s.next.fetch_add(1, Ordering::Relaxed);
+            let tag = format!("p{:x}-{k}", s.salt);
+            conn.put_manifest(repo, &tag, &s.image.manifest).await?;
+            return Ok(0);
+        }
         Kind::Push(_) => unreachable!("pushes are sent by run"),
     };
     if !a.status.is_success() {

@@ -160,6 +160,22 @@ pub async fn run(
     // One background job at a time, whatever its kind.
     let one_at_a_time = Arc::new(Mutex::new(()));
     let mut tasks = Vec::new();
+    {
+        // The walk puts the catalog's index right (layouts placed by hand
+        // while the server was down, a crash between creating a layout and
+        // listing it).
+        let (rt, lock, mut shutdown) = (rt.clone(), one_at_a_time.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            let _turn = lock.lock().await;
+            tokio::select! {
+                r = rt.repositories() => match r {
+                    Ok(all) => tracing::debug!(repositories = all.len(), "catalog index checked"),
+                    Err(e) => tracing::warn!(error = format!("{e:#}"), "walking the repositories at start failed"),
+                },
+                _ = shutdown.changed() => {}
+            }
+        }));
+    }
     for (i, (_, store)) in cfg.stores().enumerate() {
         if !store.gc {
             continue;

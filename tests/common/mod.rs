@@ -111,21 +111,8 @@ impl Registry {
         Registry::spawn(command, data)
     }
 
-    pub fn spawn(mut command: Command, store: Store) -> Registry {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting skiff");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let port = line
-            .trim()
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("skiff did not print its address: {line:?}"));
+    pub fn spawn(command: Command, store: Store) -> Registry {
+        let (child, port) = start_serving(command);
         Registry {
             child: Some(child),
             port,
@@ -133,6 +120,15 @@ impl Registry {
             stored: store.stored,
             authorization: Default::default(),
         }
+    }
+
+    /// Kill the server (as a crash would) and start it again on the same
+    /// config and data; it listens on a new port.
+    pub fn restart(&mut self) {
+        self.stop();
+        let (child, port) = start_serving(skiff_command("serve", &self.config_path()));
+        self.child = Some(child);
+        self.port = port;
     }
 
     /// A registry already serving at `host` (`127.0.0.1:PORT`), started by
@@ -361,6 +357,25 @@ impl Drop for Registry {
             let _ = child.wait();
         }
     }
+}
+
+/// Run `command` (a `skiff serve`) and read the port it prints.
+fn start_serving(mut command: Command) -> (Child, u16) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting skiff");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let port = line
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("skiff did not print its address: {line:?}"));
+    (child, port)
 }
 
 /// Compiled components are cached across the test run's registries.

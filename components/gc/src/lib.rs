@@ -33,8 +33,20 @@ struct Gc;
 bindings::export!(Gc with_types_in bindings);
 
 impl Guest for Gc {
+    /// The walk also puts the catalog's index right (`catalog::reconcile`):
+    /// it costs nothing more here, and the host calls this at start.
     fn repositories() -> Result<Vec<String>, String> {
-        meta::repositories_and_uploads().map_err(|e| e.to_string())
+        let found = meta::walk_repositories().map_err(|e| e.to_string())?;
+        let listed: Vec<String> = found
+            .iter()
+            .filter(|r| r.has_index)
+            .map(|r| r.name.clone())
+            .collect();
+        // The index only speeds the catalog up: gc goes on without it.
+        if let Err(e) = skiff_layout::catalog::reconcile(&listed) {
+            eprintln!("skiff gc: the catalog's index could not be updated: {e}");
+        }
+        Ok(found.into_iter().map(|r| r.name).collect())
     }
 
     fn run(repo: String, policy: Policy) -> Result<Report, String> {
@@ -91,6 +103,9 @@ fn collect(repo: &str, policy: &Policy) -> Result<Report, LayoutError> {
     };
     report.uploads_removed = sweep_uploads(repo, now, delay, sweep)?;
     sweep_temp_files(repo, now, delay, sweep)?;
+    if !sweep.dry_run {
+        meta::fold_pending(repo)?;
+    }
     let Some((idx, _)) = meta::index(repo)? else {
         return Ok(report);
     };
@@ -413,6 +428,10 @@ fn remove_if_empty(repo: &str, now: u64, delay: u64, sweep: Sweep) -> Result<boo
                 .is_some_and(|m| now.saturating_sub(m.modified_ms) < delay))
     };
     let top = format!("{repo}/");
+    // A push is being recorded.
+    if !keys::pending_names(skiff_layout::children(&top)?).is_empty() {
+        return Ok(false);
+    }
     for c in skiff_layout::children(&top)? {
         if young_temp(&top, &c.name)? {
             return Ok(false);
@@ -438,6 +457,7 @@ fn remove_if_empty(repo: &str, now: u64, delay: u64, sweep: Sweep) -> Result<boo
     if !sweep.dry_run {
         skiff_layout::remove(&keys::index_previous(repo))?;
         skiff_layout::remove(&keys::oci_layout(repo))?;
+        skiff_layout::catalog::remove(repo)?;
     }
     Ok(true)
 }

@@ -25,6 +25,9 @@ pub mod bindings {
     });
 }
 
+pub mod cache;
+pub mod catalog;
+pub mod indexes;
 pub mod keys;
 pub mod meta;
 pub mod walk;

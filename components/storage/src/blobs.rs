@@ -42,6 +42,7 @@ pub fn delete(repo: &str, digest: &str) -> Result<(), Error> {
     let d = keys::digest(digest)?;
     if let Some(idx) = meta::index(repo)? {
         let listed: Vec<&str> = idx
+            .index
             .manifests
             .iter()
             .filter(|m| m.digest == d.to_string())

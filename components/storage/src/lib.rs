@@ -146,8 +146,16 @@ impl Guest for Storage {
         meta::tags(&repo)
     }
 
+    fn tags_page(repo: String, last: Option<String>, n: u32) -> Result<(Vec<String>, bool), Error> {
+        meta::tags_page(&repo, last.as_deref(), n)
+    }
+
     fn repositories() -> Result<Vec<String>, Error> {
         meta::repositories()
+    }
+
+    fn repositories_page(last: Option<String>, n: u32) -> Result<(Vec<String>, bool), Error> {
+        meta::repositories_page(last.as_deref(), n)
     }
 
     fn referrers(repo: String, digest: String) -> Result<Vec<Descriptor>, Error> {

@@ -6,8 +6,10 @@ use crate::{blobs, keys, meta, Error};
 use skiff_core::layout::{Descriptor, ImageIndex, PUSHED_AT};
 use skiff_core::manifest::{self, Kind};
 use skiff_core::{Digest, Reference};
+use skiff_layout::indexes::Indexed;
 use skiff_layout::objects::{self, ObjectError};
 use skiff_layout::walk;
+use std::rc::Rc;
 
 fn reference(s: &str) -> Result<Reference, Error> {
     s.parse()
@@ -137,16 +139,7 @@ pub fn put(
     if let Reference::Tag(t) = &target {
         all_tags.push(t.as_str());
     }
-    let indexed = meta::update_index(repo, |idx| {
-        let before = idx.clone();
-        if all_tags.is_empty() {
-            idx.add_untagged(&desc);
-        }
-        for t in &all_tags {
-            idx.set_tag(t, &desc);
-        }
-        Ok(*idx != before)
-    });
+    let indexed = meta::record_push(repo, &desc, &all_tags);
     if let Err(e) = indexed {
         // Take back what this push wrote, and only that: a version that
         // changed means a concurrent push of the same manifest wrote or
@@ -223,14 +216,15 @@ pub fn delete(repo: &str, reference_str: &str) -> Result<(), Error> {
         }
         Reference::Digest(d) => {
             let bytes = read_blob(repo, &d)?.ok_or(Error::ManifestUnknown)?;
-            let idx = meta::index(repo)?.unwrap_or_default();
+            let idx =
+                meta::index(repo)?.unwrap_or_else(|| Rc::new(Indexed::new(ImageIndex::default())));
             let listed = idx.by_digest(&d.to_string()).map(|x| x.media_type.clone());
             let parsed = manifest::parse(&bytes, listed.as_deref());
             // A layer or config is no manifest: it is not deleted from here.
             if listed.is_none() && parsed.is_err() {
                 return Err(Error::ManifestUnknown);
             }
-            refuse_if_a_child(repo, &idx, &d)?;
+            refuse_if_a_child(repo, &idx.index, &d)?;
             // The referrer entry goes first so the referrers API never lists a
             // manifest that is gone.
             if let Ok(m) = parsed {

@@ -4,38 +4,49 @@
 use crate::bindings::exports::skiff::registry::store::Descriptor as WitDescriptor;
 use crate::{keys, Error};
 use skiff_core::layout::ImageIndex;
-use skiff_core::Tag;
+use skiff_layout::indexes::Indexed;
 pub use skiff_layout::meta::{ensure_layout, record_referrer, remove_referrer, Record};
+use std::rc::Rc;
 
-/// The repository's index, or `None` if there is no such repository.
-pub fn index(repo: &str) -> Result<Option<ImageIndex>, Error> {
-    Ok(skiff_layout::meta::index(repo)?.map(|(idx, _)| idx))
+/// Record a pushed manifest and its tags (group-committed: `skiff_layout::meta::record_push`).
+pub fn record_push(
+    repo: &str,
+    desc: &skiff_core::layout::Descriptor,
+    tags: &[&str],
+) -> Result<(), Error> {
+    Ok(skiff_layout::meta::record_push(repo, desc, tags)?)
+}
+
+/// The repository's index (parsed once per version: `skiff_layout::indexes`),
+/// or `None` if there is no such repository.
+pub fn index(repo: &str) -> Result<Option<Rc<Indexed>>, Error> {
+    Ok(skiff_layout::meta::indexed(repo)?)
 }
 
 /// Change the repository's index (creating the layout first).
 pub fn update_index(
     repo: &str,
     change: impl FnMut(&mut ImageIndex) -> Result<bool, Error>,
-) -> Result<ImageIndex, Error> {
+) -> Result<(), Error> {
     skiff_layout::meta::update_index(repo, change)
 }
 
 pub fn tags(repo: &str) -> Result<Vec<String>, Error> {
-    let idx = index(repo)?.ok_or(Error::NameUnknown)?;
-    // Layouts made elsewhere may carry ref.names that are not tags (full
-    // references, say); those are not listed.
-    let mut tags: Vec<String> = idx
-        .tags()
-        .filter(|t| t.parse::<Tag>().is_ok())
-        .map(str::to_string)
-        .collect();
-    tags.sort();
-    tags.dedup();
-    Ok(tags)
+    Ok(index(repo)?.ok_or(Error::NameUnknown)?.tags().to_vec())
 }
 
+pub fn tags_page(repo: &str, last: Option<&str>, n: u32) -> Result<(Vec<String>, bool), Error> {
+    let idx = index(repo)?.ok_or(Error::NameUnknown)?;
+    Ok(idx.tags_page(last, n as usize))
+}
+
+/// From the catalog's index (`skiff_layout::catalog`), not a walk.
 pub fn repositories() -> Result<Vec<String>, Error> {
-    Ok(skiff_layout::meta::repositories()?)
+    Ok(skiff_layout::catalog::all()?)
+}
+
+pub fn repositories_page(last: Option<&str>, n: u32) -> Result<(Vec<String>, bool), Error> {
+    Ok(skiff_layout::catalog::page(last, n as usize)?)
 }
 
 pub fn referrers(repo: &str, subject: &str) -> Result<Vec<WitDescriptor>, Error> {
