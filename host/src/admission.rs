@@ -9,7 +9,6 @@
 //! only three quarters of the slots: the rest stay free for requests without
 //! a streamed body (reads, manifests, small blobs).
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,7 +89,7 @@ impl Admission {
         let held = |cap: usize, sem: &Semaphore| (cap - sem.available_permits().min(cap)) as u64;
         let mut s = String::new();
         let mut line = |name: &str, kind: &str, help: &str, v: u64| {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            crate::metrics::single(&mut s, name, kind, help, v)
         };
         line(
             "skiff_requests_in_flight",

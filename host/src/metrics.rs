@@ -64,6 +64,11 @@ pub fn classify(path: &str) -> (&'static str, Option<&str>, Option<&str>) {
     }
 }
 
+/// One metric without labels, with its help and type lines.
+pub fn single(s: &mut String, name: &str, kind: &str, help: &str, v: u64) {
+    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+}
+
 /// The method label: the ones the API uses, everything else as "other".
 pub fn method_label(m: &http::Method) -> &'static str {
     match *m {
@@ -251,11 +256,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut s = String::new();
         let mut line = |name: &str, kind: &str, help: &str, v: &AtomicU64| {
-            let _ = writeln!(
-                s,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-                v.load(Relaxed)
-            );
+            single(&mut s, name, kind, help, v.load(Relaxed))
         };
         line(
             "skiff_gc_runs_total",

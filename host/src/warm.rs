@@ -12,7 +12,6 @@
 //! a burst does not keep its memory once it is over.
 
 use crate::runtime::Ctx;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -146,7 +145,7 @@ impl Warm {
     pub fn render(&self) -> String {
         let mut s = String::new();
         let mut line = |name: &str, kind: &str, help: &str, v: u64| {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            crate::metrics::single(&mut s, name, kind, help, v)
         };
         line(
             "skiff_instances_created_total",
