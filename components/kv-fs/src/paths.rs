@@ -75,7 +75,13 @@ fn walk(dir: &Path, prefix: String, keys: &mut Vec<String>) -> Result<(), Error>
         Err(e) => return Err(Error::Other(format!("listing {}: {e}", dir.display()))),
     };
     for entry in entries {
-        let entry = entry.map_err(|e| Error::Other(format!("listing {}: {e}", dir.display())))?;
+        let entry = match entry {
+            Ok(e) => e,
+            // Removed while the directory was read (the WASI host looks
+            // each entry up as it goes): not there, so not listed.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::Other(format!("listing {}: {e}", dir.display()))),
+        };
         let Ok(name) = entry.file_name().into_string() else {
             continue;
         };
