@@ -428,110 +428,6 @@ fn gc_removing_an_empty_repository_takes_it_out_of_the_catalog() {
     assert!(!reg.root().join("empty/app/index.json").exists());
 }
 
-/// The pending push entries in a layout's top directory.
-fn left_pending(layout: &std::path::Path) -> Vec<String> {
-    names_in(layout)
-        .into_iter()
-        .filter(|n| n.starts_with(".pending-"))
-        .collect()
-}
-
-/// A pending push entry as a push leaves it before it is folded in.
-fn place_pending(
-    root: &std::path::Path,
-    repo: &str,
-    name: &str,
-    tags: &[&str],
-    digest: &str,
-    size: usize,
-) {
-    let entry = json!({
-        "tags": tags,
-        "descriptor": {"mediaType": OCI_MANIFEST, "digest": digest, "size": size},
-    });
-    std::fs::write(
-        root.join(repo).join(format!(".pending-{name}")),
-        entry.to_string(),
-    )
-    .unwrap();
-}
-
-#[test]
-fn pushes_left_pending_by_a_crash_land_before_later_pushes_and_are_never_applied_twice() {
-    // gc runs below from the command line only (the server's first pass
-    // is an interval away).
-    let reg = Registry::start();
-    let repo = "pending/app";
-    let (mx, x) = reg.push_image(repo, "x", "image x");
-    let (my, y) = reg.push_image(repo, "y", "image y");
-    let root = reg.root();
-    let pending = || left_pending(&root.join(repo));
-
-    // A push of "a" and "crashed" to y crashed before its entry was folded;
-    // then "a" is pushed to x and acknowledged: x wins, "crashed" lands.
-    place_pending(
-        &root,
-        repo,
-        "00000000000100000000-0000000000000001",
-        &["a", "crashed"],
-        &y,
-        my.len(),
-    );
-    assert_eq!(reg.put_manifest(repo, "a", OCI_MANIFEST, &mx).status, 201);
-    assert_eq!(digest_of(&reg, repo, "a").as_ref(), Some(&x));
-    assert_eq!(digest_of(&reg, repo, "crashed").as_ref(), Some(&y));
-    assert_eq!(
-        pending(),
-        Vec::<String>::new(),
-        "folded entries are removed"
-    );
-
-    // An entry folded in whose removal crashed (the index names it): the
-    // next write does not apply it again, and removes it.
-    place_pending(
-        &root,
-        repo,
-        "00000000000200000000-0000000000000002",
-        &["a"],
-        &y,
-        my.len(),
-    );
-    let path = root.join(repo).join("index.json");
-    let mut index = read_json(&path);
-    index["annotations"] = json!({"dev.skiff.folded": "00000000000200000000-0000000000000002"});
-    std::fs::write(&path, index.to_string()).unwrap();
-    assert_eq!(reg.put_manifest(repo, "b", OCI_MANIFEST, &mx).status, 201);
-    assert_eq!(
-        digest_of(&reg, repo, "a").as_ref(),
-        Some(&x),
-        "applied twice"
-    );
-    assert_eq!(pending(), Vec::<String>::new());
-
-    // gc folds what is pending before it marks, so nothing a crashed push
-    // named is collected from under its tag.
-    place_pending(
-        &root,
-        repo,
-        "00000000000300000000-0000000000000003",
-        &["late"],
-        &y,
-        my.len(),
-    );
-    let out = skiff_command("gc", &reg.config_path()).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(layout_tags(&root.join(repo)).contains_key("late"));
-    assert_eq!(digest_of(&reg, repo, "late").as_ref(), Some(&y));
-    assert_eq!(
-        all_tags(&reg, repo, 10),
-        ["a", "b", "crashed", "late", "x", "y"]
-    );
-}
-
 #[test]
 fn eight_clients_pushing_different_tags_into_one_repository_all_succeed() {
     let reg = Arc::new(Registry::start());
@@ -558,5 +454,4 @@ fn eight_clients_pushing_different_tags_into_one_repository_all_succeed() {
         tags.len(),
         "index.json holds every tag"
     );
-    assert_eq!(left_pending(&reg.root().join(repo)), Vec::<String>::new());
 }

@@ -103,9 +103,6 @@ fn collect(repo: &str, policy: &Policy) -> Result<Report, LayoutError> {
     };
     report.uploads_removed = sweep_uploads(repo, now, delay, sweep)?;
     sweep_temp_files(repo, now, delay, sweep)?;
-    if !sweep.dry_run {
-        meta::fold_pending(repo)?;
-    }
     let Some((idx, _)) = meta::index(repo)? else {
         return Ok(report);
     };
@@ -428,10 +425,6 @@ fn remove_if_empty(repo: &str, now: u64, delay: u64, sweep: Sweep) -> Result<boo
                 .is_some_and(|m| now.saturating_sub(m.modified_ms) < delay))
     };
     let top = format!("{repo}/");
-    // A push is being recorded.
-    if !keys::pending_names(skiff_layout::children(&top)?).is_empty() {
-        return Ok(false);
-    }
     for c in skiff_layout::children(&top)? {
         if young_temp(&top, &c.name)? {
             return Ok(false);

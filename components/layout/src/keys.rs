@@ -76,21 +76,3 @@ pub fn pulled(repo: &str, d: &Digest) -> String {
 pub fn pulled_prefix(repo: &str, algorithm: &str) -> String {
     format!("{repo}/.pulls/{algorithm}/")
 }
-
-/// How the names of index changes waiting to be folded into `index.json`
-/// begin (`meta::record_push`). They sit in the layout's top directory,
-/// which exists as long as the layout does: a directory of their own would
-/// be pruned and made again on every push.
-pub const PENDING: &str = ".pending-";
-
-pub fn pending(repo: &str, name: &str) -> String {
-    format!("{repo}/{PENDING}{name}")
-}
-
-/// The names of the pending changes among a layout's top entries.
-pub fn pending_names(top: Vec<crate::objects::Child>) -> Vec<String> {
-    top.into_iter()
-        .filter(|c| !c.is_prefix)
-        .filter_map(|c| c.name.strip_prefix(PENDING).map(str::to_string))
-        .collect()
-}

@@ -11,7 +11,6 @@
 //! <repo>/.uploads/<id>              bytes of an upload in progress
 //! <repo>/.uploads/<id>.json         its state
 //! <repo>/.referrers/<alg>/<hex>     descriptors of manifests whose subject is <alg>:<hex>
-//! <repo>/.pending-<time>-<random>   a push waiting to be folded into index.json
 //! .skiff/catalog.json               every repository's name (the catalog's index)
 //! ```
 

@@ -60,20 +60,17 @@ where
         key,
         || load::<T>(key, max),
         |_: &mut T, _: &str, _| {},
-        true,
         change,
     )
 }
 
 /// `update`, reading the current value with `read` and handing `stored`
 /// what was written (its value, which it may take, new version and size),
-/// for a cache; with
-/// `back_off`, lost rounds are followed by growing random waits.
+/// for a cache.
 fn update_with<T, E, F>(
     key: &str,
     mut read: impl FnMut() -> Result<(T, Option<String>), LayoutError>,
     mut stored: impl FnMut(&mut T, &str, usize),
-    back_off: bool,
     mut change: F,
 ) -> Result<T, E>
 where
@@ -109,9 +106,7 @@ where
         }
         // Random, growing waits: writers that collided come back at
         // different times instead of colliding again.
-        if back_off {
-            monotonic_clock::subscribe_duration(jitter(backoff)).block();
-        }
+        monotonic_clock::subscribe_duration(jitter(backoff)).block();
         backoff = (backoff * 2).min(CAS_MAX_BACKOFF_NS);
     }
 }
@@ -156,139 +151,17 @@ pub fn indexed(repo: &str) -> Result<Option<Rc<Indexed>>, LayoutError> {
     Ok(indexes::load(&keys::index(repo), MAX_INDEX_BYTES)?.map(|(x, _)| x))
 }
 
-/// Change the repository's index (creating the layout first), folding in
-/// any pushes waiting to be (`record_push`). It is read through the cache,
-/// and what is written is kept in it.
+/// Change the repository's index (creating the layout first). It is read
+/// through the cache (and taken out of it, so it is not copied), and what
+/// is written is kept in it.
 pub fn update_index<E, F>(repo: &str, change: F) -> Result<(), E>
 where
     E: From<LayoutError>,
     F: FnMut(&mut ImageIndex) -> Result<bool, E>,
 {
     ensure_layout(repo)?;
-    commit(repo, None, change)
-}
-
-/// A push waiting to be folded into `index.json`: the manifest's entry and
-/// the tags to point at it (none: it is listed untagged).
-#[derive(Serialize, serde::Deserialize)]
-struct Pending {
-    tags: Vec<String>,
-    descriptor: Descriptor,
-}
-
-/// The index annotation naming the pending entries folded in but perhaps
-/// not yet removed (see `record_push`).
-const FOLDED: &str = "dev.skiff.folded";
-/// The largest pending entry read.
-const MAX_PENDING_BYTES: u64 = 1 << 20;
-
-/// Record a pushed manifest (untagged when `tags` is empty) in the index,
-/// by group commit: the push is written as a pending entry of its own
-/// (which no other push can conflict with), then folded into `index.json`
-/// by compare-and-swap together with every other entry pending at the
-/// time. Pushes racing into one repository do not each need a round of
-/// their own: when one wins, the others find their entries folded in and
-/// are done. Every writer of the index folds what is pending first (gc and
-/// deletes included), so an entry left by a push that crashed is applied
-/// before anything that came after it, never over it. A folded entry is
-/// removed after its write landed; until then the index names it in the
-/// `dev.skiff.folded` annotation, so a crash in between cannot apply it
-/// twice.
-pub fn record_push(repo: &str, desc: &Descriptor, tags: &[&str]) -> Result<(), LayoutError> {
-    ensure_layout(repo)?;
-    let now = wasip2::clocks::wall_clock::now();
-    let name = format!(
-        "{:012x}{:08x}-{:016x}",
-        now.seconds,
-        now.nanoseconds,
-        wasip2::random::random::get_random_u64()
-    );
-    let entry = Pending {
-        tags: tags.iter().map(|t| t.to_string()).collect(),
-        descriptor: desc.clone(),
-    };
-    let bytes = serde_json::to_vec(&entry).map_err(|e| LayoutError::Corrupt(e.to_string()))?;
-    let key = keys::pending(repo, &name);
-    objects::put(&key, &bytes, &Condition::IfAbsent)?;
-    match commit::<LayoutError, _>(repo, Some(&name), |_| Ok(false)) {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            // Taken back: the push failed. (A fold that read it just before
-            // may still land it, as a push that timed out may have landed.)
-            let _ = crate::remove(&key);
-            Err(e)
-        }
-    }
-}
-
-/// Fold pushes still pending (left by a push that crashed, or in flight)
-/// into an existing index, so gc's mark sees every tag that was pushed.
-pub fn fold_pending(repo: &str) -> Result<(), LayoutError> {
-    if keys::pending_names(crate::children(&format!("{repo}/"))?).is_empty()
-        || crate::stat(&keys::index(repo))?.is_none()
-    {
-        return Ok(());
-    }
-    commit::<LayoutError, _>(repo, None, |_| Ok(false)).map(|_| ())
-}
-
-/// Names of the entries `idx` says are folded in.
-fn folded(idx: &ImageIndex) -> Vec<String> {
-    idx.extra
-        .get("annotations")
-        .and_then(|a| a.get(FOLDED))
-        .and_then(|v| v.as_str())
-        .map(|s| {
-            s.split(',')
-                .filter(|n| !n.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn set_folded(idx: &mut ImageIndex, names: &[String]) {
-    let annotations = idx
-        .extra
-        .entry("annotations")
-        .or_insert_with(|| serde_json::Value::Object(Default::default()));
-    let Some(map) = annotations.as_object_mut() else {
-        return;
-    };
-    if names.is_empty() {
-        map.remove(FOLDED);
-    } else {
-        map.insert(FOLDED.into(), names.join(",").into());
-    }
-    if map.is_empty() {
-        idx.extra.remove("annotations");
-    }
-}
-
-/// Apply what is pending, then `change`, to the index by compare-and-swap.
-/// With `own` (a pending entry's name), done as soon as that entry is
-/// folded in, by this call or another.
-fn commit<E, F>(repo: &str, own: Option<&str>, mut change: F) -> Result<(), E>
-where
-    E: From<LayoutError>,
-    F: FnMut(&mut ImageIndex) -> Result<bool, E>,
-{
     let key = keys::index(repo);
-    let top = format!("{repo}/");
-    // A pusher's entry that is gone was folded in and removed by another
-    // writer: one `stat` tells it, with no index to read. (Not in the
-    // first round: the entry was only just written.)
-    let settled = std::cell::Cell::new(false);
-    let reads = std::cell::Cell::new(0u32);
-    // Taken out of the cache (a new version replaces it), so it is not copied.
     let read = || {
-        reads.set(reads.get() + 1);
-        if let Some(own) = own.filter(|_| reads.get() > 1) {
-            if crate::stat(&keys::pending(repo, own))?.is_none() {
-                settled.set(true);
-                return Ok((ImageIndex::default(), None));
-            }
-        }
         Ok(match indexes::take(&key, MAX_INDEX_BYTES)? {
             Some((index, version)) => (index, Some(version)),
             None => (ImageIndex::default(), None),
@@ -297,69 +170,7 @@ where
     let stored = |idx: &mut ImageIndex, version: &str, cost: usize| {
         indexes::remember(&key, version, Indexed::new(std::mem::take(idx)), cost)
     };
-    // Entries the last round folded in, and ones already folded (to remove).
-    let mut folding: Vec<String> = Vec::new();
-    let mut applied: Vec<String> = Vec::new();
-    let fold_then_change = |idx: &mut ImageIndex| -> Result<bool, E> {
-        folding.clear();
-        applied.clear();
-        if settled.get() {
-            return Ok(false);
-        }
-        let waiting = keys::pending_names(crate::children(&top).map_err(LayoutError::from)?);
-        let before = folded(idx);
-        if let Some(own) = own {
-            if !waiting.iter().any(|w| w == own) || before.iter().any(|b| b == own) {
-                // Folded in by another writer: nothing left to do.
-                applied = before.into_iter().filter(|b| waiting.contains(b)).collect();
-                return Ok(false);
-            }
-        }
-        for name in &waiting {
-            if before.contains(name) {
-                applied.push(name.clone());
-                continue;
-            }
-            let entry = match objects::get(&keys::pending(repo, name), MAX_PENDING_BYTES) {
-                Ok((bytes, _)) => bytes,
-                // Folded and removed since the listing.
-                Err(ObjectError::NotFound) => continue,
-                Err(e) => return Err(LayoutError::from(e).into()),
-            };
-            let Ok(p) = serde_json::from_slice::<Pending>(&entry) else {
-                // Torn or foreign: nothing to apply; it is removed.
-                applied.push(name.clone());
-                continue;
-            };
-            if p.tags.is_empty() {
-                idx.add_untagged(&p.descriptor);
-            }
-            for t in &p.tags {
-                idx.set_tag(t, &p.descriptor);
-            }
-            folding.push(name.clone());
-        }
-        let changed = change(idx)?;
-        if folding.is_empty() && !changed {
-            return Ok(false);
-        }
-        // Named until removed; names of entries already gone are dropped.
-        let mut names = applied.clone();
-        names.extend(folding.iter().cloned());
-        set_folded(idx, &names);
-        Ok(true)
-    };
-    // A pusher that lost a round looks again at once: the winner has most
-    // likely folded its entry in, and every round has a winner, so there
-    // is no herd to spread out.
-    let result = update_with(&key, read, stored, own.is_none(), fold_then_change);
-    // Whatever was folded into a stored version may go now.
-    if result.is_ok() {
-        for name in folding.iter().chain(applied.iter()) {
-            let _ = crate::remove(&keys::pending(repo, name));
-        }
-    }
-    result.map(|_| ())
+    update_with(&key, read, stored, change).map(|_| ())
 }
 
 /// Every directory that holds an `index.json` and whose path is a valid

@@ -139,7 +139,16 @@ pub fn put(
     if let Reference::Tag(t) = &target {
         all_tags.push(t.as_str());
     }
-    let indexed = meta::record_push(repo, &desc, &all_tags);
+    let indexed = meta::update_index(repo, |idx| {
+        let before = idx.clone();
+        if all_tags.is_empty() {
+            idx.add_untagged(&desc);
+        }
+        for t in &all_tags {
+            idx.set_tag(t, &desc);
+        }
+        Ok(*idx != before)
+    });
     if let Err(e) = indexed {
         // Take back what this push wrote, and only that: a version that
         // changed means a concurrent push of the same manifest wrote or

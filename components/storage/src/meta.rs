@@ -8,15 +8,6 @@ use skiff_layout::indexes::Indexed;
 pub use skiff_layout::meta::{ensure_layout, record_referrer, remove_referrer, Record};
 use std::rc::Rc;
 
-/// Record a pushed manifest and its tags (group-committed: `skiff_layout::meta::record_push`).
-pub fn record_push(
-    repo: &str,
-    desc: &skiff_core::layout::Descriptor,
-    tags: &[&str],
-) -> Result<(), Error> {
-    Ok(skiff_layout::meta::record_push(repo, desc, tags)?)
-}
-
 /// The repository's index (parsed once per version: `skiff_layout::indexes`),
 /// or `None` if there is no such repository.
 pub fn index(repo: &str) -> Result<Option<Rc<Indexed>>, Error> {
