@@ -455,3 +455,80 @@ fn eight_clients_pushing_different_tags_into_one_repository_all_succeed() {
         "index.json holds every tag"
     );
 }
+
+/// Without `n`, the catalog and a tag list are streamed a store page at a
+/// time rather than built whole: longer than one page (1000 entries), they
+/// must still come complete, in order, and equal to the paged answer.
+#[test]
+fn a_catalog_and_a_tag_list_longer_than_a_store_page_come_whole_without_n() {
+    const N: usize = 1100;
+    let reg = Arc::new(Registry::start());
+    let from = "long/app";
+    let (m, _) = reg.push_image(from, "seed", "long lists");
+    let manifest: serde_json::Value = serde_json::from_slice(&m).unwrap();
+    let blobs: Vec<String> = std::iter::once(&manifest["config"])
+        .chain(manifest["layers"].as_array().unwrap())
+        .map(|d| d["digest"].as_str().unwrap().to_string())
+        .collect();
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (reg, m, blobs, next) = (reg.clone(), m.clone(), blobs.clone(), next.clone());
+            std::thread::spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= N {
+                    return;
+                }
+                let repo = format!("long/r{i:04}");
+                for b in &blobs {
+                    assert_eq!(reg.mount(&repo, b, from).status, 201);
+                }
+                let tagged = reg.put_manifest(from, &format!("t{i:04}"), OCI_MANIFEST, &m);
+                assert_eq!(tagged.status, 201, "{}", tagged.text());
+                let r = reg.put_manifest(&repo, "v1", OCI_MANIFEST, &m);
+                assert_eq!(r.status, 201, "{repo}: {}", r.text());
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+
+    for (path, field, paged_path, len) in [
+        ("/v2/_catalog", "repositories", "/v2/_catalog?n=400", N + 1),
+        (
+            "/v2/long/app/tags/list",
+            "tags",
+            "/v2/long/app/tags/list?n=400",
+            N + 1,
+        ),
+    ] {
+        let r = reg.get(path);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert!(
+            r.header("content-length").is_none(),
+            "{path} is streamed, so its length is not known up front"
+        );
+        let whole: Vec<String> = r.json()[field]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(whole.len(), len, "{path}");
+        let mut sorted = whole.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted, whole, "{path} is sorted, without duplicates");
+        assert_eq!(
+            paged(&reg, paged_path, field),
+            whole,
+            "{path} whole = paged"
+        );
+    }
+    // The first page is read before the response starts: a missing
+    // repository is still a clean 404.
+    let r = reg.get("/v2/no/such/tags/list");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.error_code(), "NAME_UNKNOWN");
+}

@@ -656,6 +656,30 @@ pub struct Resp {
     pub body: Vec<u8>,
 }
 
+/// A chunked body decoded; a malformed or unfinished one fails the test
+/// (a body cut short must never look whole).
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("a chunk size line");
+        let size_text = std::str::from_utf8(&raw[..line_end]).expect("a chunk size in ASCII");
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
+            .unwrap_or_else(|e| panic!("chunk size {size_text:?}: {e}"));
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            assert!(raw.starts_with(b"\r\n"), "a chunked body without its end");
+            return out;
+        }
+        assert!(raw.len() >= size + 2, "a chunk cut short");
+        out.extend_from_slice(&raw[..size]);
+        assert_eq!(&raw[size..size + 2], b"\r\n", "a chunk without its CRLF");
+        raw = &raw[size + 2..];
+    }
+}
+
 impl Resp {
     pub fn parse(raw: &[u8], head: bool) -> Resp {
         let split = raw
@@ -674,20 +698,28 @@ impl Resp {
             .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
             .collect();
         // Every request says `Connection: close`, so the body is whatever
-        // follows the head (no response here is chunked: see below).
-        let body = raw[split + 4..].to_vec();
+        // follows the head, decoded when it is chunked (a streamed listing).
+        let rest = &raw[split + 4..];
+        let chunked = headers
+            .iter()
+            .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+        let body = if chunked && !head {
+            dechunk(rest)
+        } else {
+            rest.to_vec()
+        };
         let resp = Resp {
             status,
             headers,
             body,
         };
-        resp.check_framing(head);
+        resp.check_framing(head, chunked);
         resp
     }
 
     /// The body read must be the body announced: for HEAD none at all, else
     /// exactly `Content-Length` bytes (a short or long body fails the test).
-    fn check_framing(&self, head: bool) {
+    fn check_framing(&self, head: bool, chunked: bool) {
         let lengths = self.header_all("content-length");
         assert!(
             lengths.len() <= 1,
@@ -695,10 +727,15 @@ impl Resp {
             self.status
         );
         assert!(
-            self.header("transfer-encoding").is_none(),
-            "{} response with Transfer-Encoding {:?}: this client does not decode it",
+            chunked || self.header("transfer-encoding").is_none(),
+            "{} response with Transfer-Encoding {:?}: this client decodes only chunked",
             self.status,
             self.header("transfer-encoding")
+        );
+        assert!(
+            !chunked || lengths.is_empty(),
+            "{} response both chunked and with a Content-Length",
+            self.status
         );
         if head {
             assert!(

@@ -108,13 +108,16 @@ impl ImageIndex {
         self.manifests.push(tagged);
     }
 
-    /// Record a manifest pushed by digest, unless the index already has it.
-    pub fn add_untagged(&mut self, desc: &Descriptor) {
-        if self.by_digest(&desc.digest).is_none() {
-            let mut d = desc.clone();
-            d.annotations.remove(REF_NAME);
-            self.manifests.push(d);
+    /// Record a manifest pushed by digest, unless the index already has it;
+    /// whether it was added.
+    pub fn add_untagged(&mut self, desc: &Descriptor) -> bool {
+        if self.by_digest(&desc.digest).is_some() {
+            return false;
         }
+        let mut d = desc.clone();
+        d.annotations.remove(REF_NAME);
+        self.manifests.push(d);
+        true
     }
 
     /// Remove one tag; the manifest stays, untagged, if nothing else names it.

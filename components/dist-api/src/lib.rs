@@ -38,6 +38,7 @@ use request::Request;
 use response::Response;
 use route::Route;
 use skiff_core::{ErrorCode, RegistryError};
+use std::rc::Rc;
 use wasip2::http::types::{IncomingRequest, ResponseOutparam};
 
 struct DistApi;
@@ -48,8 +49,9 @@ impl Guest for DistApi {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let mut req = Request::new(request);
         let head = req.is_head();
+        // Shared: a streamed listing keeps the caller while it is sent.
         let guard = match Guard::authenticate(&req) {
-            Ok(g) => g,
+            Ok(g) => Rc::new(g),
             Err(Refusal(r)) => return r.send(out, head),
         };
         let answer =
@@ -69,12 +71,12 @@ impl Guest for DistApi {
     }
 }
 
-fn dispatch(route: Route, req: &mut Request, guard: &Guard) -> Result<Response, RegistryError> {
+fn dispatch(route: Route, req: &mut Request, guard: &Rc<Guard>) -> Result<Response, RegistryError> {
     match route {
         Route::Base => Ok(Response::json(200, b"{}".to_vec())),
         Route::Token => token::issue(req, guard),
         Route::Catalog => listing::catalog(req, guard),
-        Route::Tags(name) => listing::tags(req, &name),
+        Route::Tags(name) => listing::tags(req, name),
         Route::Referrers(name, digest) => listing::referrers(req, &name, &digest),
         Route::GetManifest(name, r) => manifests::get(req, &name, &r),
         Route::PutManifest(name, r) => manifests::put(req, &name, &r),

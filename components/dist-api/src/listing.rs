@@ -3,10 +3,11 @@
 use crate::bindings::skiff::registry::{access, store};
 use crate::guard::{unauthorized, Guard};
 use crate::request::Request;
-use crate::response::Response;
+use crate::response::{Body, Response};
 use serde_json::{json, Map, Value};
 use skiff_core::manifest::OCI_INDEX;
 use skiff_core::{Digest, ErrorCode, RegistryError, RepoName};
+use std::rc::Rc;
 
 /// The token scope that lists the catalog.
 const CATALOG_SCOPE: &str = "registry:catalog:*";
@@ -50,68 +51,128 @@ fn gather(
     }
 }
 
-/// One page of a sorted list as the request's `n` and `last` ask, and the
-/// `Link` header to the next page when there is one.
-fn page(
+/// A sorted list as the request's `n` and `last` ask, as the JSON object
+/// that `head` opens (up to the list's `[`). With `n`, one page and the
+/// `Link` header to the next when there is one. Without, every entry,
+/// streamed a store page at a time, so even a catalog of 100k
+/// repositories is never whole in memory; the first page is read before
+/// the response starts, so a missing repository is still a clean 404.
+fn listed<F, K>(
     req: &Request,
     path: &str,
-    fetch: &mut Fetch<'_>,
-    keep: &mut dyn FnMut(Vec<String>) -> Vec<String>,
-) -> Result<(Vec<String>, Option<String>), RegistryError> {
-    let n = match req.query("n") {
-        None => None,
-        Some(v) => Some(v.parse::<usize>().map_err(|_| {
-            RegistryError::new(
-                ErrorCode::PaginationInvalid,
-                format!("n={v:?} is not a count"),
-            )
-        })?),
+    head: String,
+    mut fetch: F,
+    mut keep: K,
+) -> Result<Response, RegistryError>
+where
+    F: FnMut(Option<&str>, u32) -> Result<(Vec<String>, bool), RegistryError> + 'static,
+    K: FnMut(Vec<String>) -> Vec<String> + 'static,
+{
+    let last = req.query("last");
+    let Some(n) = req.query("n") else {
+        let (batch, more) = fetch(last, STORE_PAGE)?;
+        return Ok(streamed(head, batch, more, fetch, keep));
     };
-    let (entries, more) = gather(req.query("last"), n, fetch, keep)?;
-    let link = match (n, more, entries.last()) {
-        (Some(n), true, Some(end)) => {
+    let n = n.parse::<usize>().map_err(|_| {
+        RegistryError::new(
+            ErrorCode::PaginationInvalid,
+            format!("n={n:?} is not a count"),
+        )
+    })?;
+    let (entries, more) = gather(last, Some(n), &mut fetch, &mut keep)?;
+    let mut body = head.into_bytes();
+    push_entries(&mut body, &entries, true);
+    body.extend_from_slice(b"]}");
+    let r = Response::json(200, body);
+    Ok(match (more, entries.last()) {
+        (true, Some(end)) => {
             let q: String = form_urlencoded::Serializer::new(String::new())
                 .append_pair("n", &n.to_string())
                 .append_pair("last", end)
                 .finish();
-            Some(format!("<{path}?{q}>; rel=\"next\""))
+            r.header("Link", format!("<{path}?{q}>; rel=\"next\""))
         }
-        _ => None,
-    };
-    Ok((entries, link))
+        _ => r,
+    })
 }
 
-fn paged_json(body: Value, link: Option<String>) -> Response {
-    let r = Response::json(200, body.to_string().into_bytes());
-    match link {
-        Some(l) => r.header("Link", l),
-        None => r,
+/// `entries` as JSON strings, comma-separated (and after a comma unless
+/// they are the `first` of the list).
+fn push_entries(out: &mut Vec<u8>, entries: &[String], first: bool) {
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 || !first {
+            out.push(b',');
+        }
+        // Serialising a string cannot fail.
+        out.extend(serde_json::to_vec(e).unwrap_or_default());
     }
 }
 
-pub fn tags(req: &Request, repo: &RepoName) -> Result<Response, RegistryError> {
-    let mut fetch = |last: Option<&str>, n: u32| -> Result<_, RegistryError> {
+/// The body of `listed` without `n`: `head`, the entries of `batch` and of
+/// every later store page that `keep` keeps, and the list's end.
+fn streamed<F, K>(
+    head: String,
+    batch: Vec<String>,
+    more: bool,
+    mut fetch: F,
+    mut keep: K,
+) -> Response
+where
+    F: FnMut(Option<&str>, u32) -> Result<(Vec<String>, bool), RegistryError> + 'static,
+    K: FnMut(Vec<String>) -> Vec<String> + 'static,
+{
+    let mut cursor = batch.last().cloned();
+    let mut first_piece = Some((head, batch, more));
+    let mut more = true;
+    let mut any = false;
+    let mut ended = false;
+    let next = move || -> Result<Option<Vec<u8>>, RegistryError> {
+        let mut out = Vec::new();
+        let batch = if let Some((head, batch, m)) = first_piece.take() {
+            out.extend(head.into_bytes());
+            more = m;
+            batch
+        } else if more {
+            let (batch, m) = fetch(cursor.as_deref(), STORE_PAGE)?;
+            cursor = batch.last().cloned().or(cursor.take());
+            more = m;
+            batch
+        } else if !ended {
+            ended = true;
+            return Ok(Some(b"]}".to_vec()));
+        } else {
+            return Ok(None);
+        };
+        let kept = keep(batch);
+        push_entries(&mut out, &kept, !any);
+        any |= !kept.is_empty();
+        Ok(Some(out))
+    };
+    let mut r = Response::new(200).header("Content-Type", "application/json");
+    r.body = Body::Pieces(Box::new(next));
+    r
+}
+
+pub fn tags(req: &Request, repo: RepoName) -> Result<Response, RegistryError> {
+    let path = format!("/v2/{repo}/tags/list");
+    let head = format!(
+        "{{\"name\":{},\"tags\":[",
+        serde_json::to_string(repo.as_str()).unwrap_or_default()
+    );
+    let fetch = move |last: Option<&str>, n: u32| -> Result<_, RegistryError> {
         Ok(store::tags_page(repo.as_str(), last, n)?)
     };
-    let (tags, link) = page(
-        req,
-        &format!("/v2/{repo}/tags/list"),
-        &mut fetch,
-        &mut |all| all,
-    )?;
-    Ok(paged_json(
-        json!({ "name": repo.as_str(), "tags": tags }),
-        link,
-    ))
+    listed(req, &path, head, fetch, |all| all)
 }
 
 /// Only what the caller may read is listed, and pages are cut after that,
 /// so a page never comes back short for repositories the caller cannot see.
-pub fn catalog(req: &Request, guard: &Guard) -> Result<Response, RegistryError> {
+pub fn catalog(req: &Request, guard: &Rc<Guard>) -> Result<Response, RegistryError> {
     let mut fetch = |last: Option<&str>, n: u32| -> Result<_, RegistryError> {
         Ok(store::repositories_page(last, n)?)
     };
-    let mut visible = |batch: Vec<String>| guard.caller.visible(&batch);
+    let caller = guard.clone();
+    let mut visible = move |batch: Vec<String>| caller.caller.visible(&batch);
     // Ask for credentials when they could show more: nothing is visible
     // to an anonymous caller or a token without the catalog scope; and
     // with tokens in use, a request without one gets the challenge first,
@@ -128,8 +189,8 @@ pub fn catalog(req: &Request, guard: &Guard) -> Result<Response, RegistryError> 
             return Ok(unauthorized("listing the catalog".into(), Some(c), None).0);
         }
     }
-    let (repos, link) = page(req, "/v2/_catalog", &mut fetch, &mut visible)?;
-    Ok(paged_json(json!({ "repositories": repos }), link))
+    let head = "{\"repositories\":[".to_string();
+    listed(req, "/v2/_catalog", head, fetch, visible)
 }
 
 pub fn referrers(

@@ -16,7 +16,14 @@ pub enum Body {
         start: u64,
         len: u64,
     },
+    /// Made while it is sent, a piece at a time (`None` after the last), so
+    /// a long listing is never whole in memory. Its length is not known up
+    /// front: it goes out chunked.
+    Pieces(Pieces),
 }
+
+/// The source of a `Body::Pieces`.
+pub type Pieces = Box<dyn FnMut() -> Result<Option<Vec<u8>>, RegistryError>>;
 
 pub struct Response {
     pub status: u16,
@@ -58,11 +65,12 @@ impl Response {
         self
     }
 
-    fn content_length(&self) -> u64 {
+    fn content_length(&self) -> Option<u64> {
         match &self.body {
-            Body::Empty => 0,
-            Body::Bytes(b) => b.len() as u64,
-            Body::Blob { len, .. } => *len,
+            Body::Empty => Some(0),
+            Body::Bytes(b) => Some(b.len() as u64),
+            Body::Blob { len, .. } => Some(*len),
+            Body::Pieces(_) => None,
         }
     }
 
@@ -72,11 +80,13 @@ impl Response {
         let fields = Fields::new();
         let length = self.content_length();
         let mut headers = self.headers;
-        if !headers
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        {
-            headers.push(("Content-Length".into(), length.to_string()));
+        if let Some(length) = length {
+            if !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            {
+                headers.push(("Content-Length".into(), length.to_string()));
+            }
         }
         headers.push((
             "Docker-Distribution-API-Version".into(),
@@ -107,6 +117,14 @@ impl Response {
                 start,
                 len,
             } => store::blob_read(&repo, &digest, start, len, &stream).is_ok(),
+            Body::Pieces(mut next) => loop {
+                match next() {
+                    Ok(Some(piece)) if write_all(&stream, &piece) => {}
+                    Ok(None) => break true,
+                    // Cut short: the client sees a truncated body.
+                    Ok(Some(_)) | Err(_) => break false,
+                }
+            },
         };
         drop(stream);
         if sent {

@@ -63,11 +63,6 @@ pub fn page(last: Option<&str>, n: usize) -> Result<(Vec<String>, bool), LayoutE
     Ok(crate::indexes::page(&current()?.repositories, last, n))
 }
 
-/// Every repository, sorted.
-pub fn all() -> Result<Vec<String>, LayoutError> {
-    Ok(current()?.repositories.clone())
-}
-
 /// Write `change` into the index by compare-and-swap.
 fn change(f: impl FnMut(&mut Catalog) -> Result<bool, LayoutError>) -> Result<(), LayoutError> {
     meta::update::<Catalog, LayoutError, _>(KEY, MAX_BYTES, f).map(|_| ())

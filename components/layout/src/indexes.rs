@@ -16,49 +16,55 @@ use std::rc::Rc;
 /// under it. A larger index is parsed per request and not kept.
 const BUDGET_BYTES: usize = 6 << 20;
 
-/// A parsed `index.json` with its lookup tables.
+/// A parsed `index.json` with its lookup tables, made on first use: an
+/// index a push just wrote is kept without them, and only a lookup pays.
 #[derive(Debug)]
 pub struct Indexed {
     pub index: ImageIndex,
-    /// Position of the first entry naming each tag (what a scan finds).
-    tags: HashMap<String, usize>,
-    /// Position of the first entry of each digest.
-    digests: HashMap<String, usize>,
+    tables: OnceCell<Tables>,
     /// The tags the API lists, sorted; made on first use.
     listed: OnceCell<Vec<String>>,
 }
 
+#[derive(Debug)]
+struct Tables {
+    /// Position of the first entry naming each tag (what a scan finds).
+    tags: HashMap<String, usize>,
+    /// Position of the first entry of each digest.
+    digests: HashMap<String, usize>,
+}
+
 impl Indexed {
     pub fn new(index: ImageIndex) -> Indexed {
-        let mut tags = HashMap::new();
-        let mut digests = HashMap::new();
-        for (i, d) in index.manifests.iter().enumerate() {
-            if let Some(t) = d.tag() {
-                tags.entry(t.to_string()).or_insert(i);
-            }
-            digests.entry(d.digest.clone()).or_insert(i);
-        }
         Indexed {
             index,
-            tags,
-            digests,
+            tables: OnceCell::new(),
             listed: OnceCell::new(),
         }
     }
 
+    fn tables(&self) -> &Tables {
+        self.tables.get_or_init(|| {
+            let mut tags = HashMap::new();
+            let mut digests = HashMap::new();
+            for (i, d) in self.index.manifests.iter().enumerate() {
+                if let Some(t) = d.tag() {
+                    tags.entry(t.to_string()).or_insert(i);
+                }
+                digests.entry(d.digest.clone()).or_insert(i);
+            }
+            Tables { tags, digests }
+        })
+    }
+
     pub fn by_tag(&self, tag: &str) -> Option<&Descriptor> {
-        self.tags.get(tag).map(|&i| &self.index.manifests[i])
+        let i = *self.tables().tags.get(tag)?;
+        Some(&self.index.manifests[i])
     }
 
     pub fn by_digest(&self, digest: &str) -> Option<&Descriptor> {
-        self.digests.get(digest).map(|&i| &self.index.manifests[i])
-    }
-
-    /// The tags, sorted and without duplicates. Layouts made elsewhere may
-    /// carry ref.names that are not tags (full references, say); those are
-    /// left out.
-    pub fn tags(&self) -> &[String] {
-        self.sorted_tags()
+        let i = *self.tables().digests.get(digest)?;
+        Some(&self.index.manifests[i])
     }
 
     /// Up to `n` tags after `last` in order, and whether more follow.
@@ -66,9 +72,13 @@ impl Indexed {
         page(self.sorted_tags(), last, n)
     }
 
-    fn sorted_tags(&self) -> &[String] {
+    /// The tags, sorted and without duplicates. Layouts made elsewhere may
+    /// carry ref.names that are not tags (full references, say); those are
+    /// left out.
+    pub fn sorted_tags(&self) -> &[String] {
         self.listed.get_or_init(|| {
             let mut tags: Vec<String> = self
+                .tables()
                 .tags
                 .keys()
                 .filter(|t| t.parse::<Tag>().is_ok())
@@ -142,7 +152,7 @@ mod tests {
         for d in ["sha256:a", "sha256:b", "sha256:c"] {
             assert_eq!(x.by_digest(d), idx.by_digest(d), "{d}");
         }
-        assert_eq!(x.tags(), ["latest", "v1"]);
+        assert_eq!(x.sorted_tags(), ["latest", "v1"]);
         assert_eq!(x.tags_page(None, 1), (vec!["latest".to_string()], true));
         assert_eq!(
             x.tags_page(Some("latest"), 5),

@@ -142,16 +142,8 @@ impl Guest for Storage {
         manifests::record_pull(&repo, &digest)
     }
 
-    fn tags(repo: String) -> Result<Vec<String>, Error> {
-        meta::tags(&repo)
-    }
-
     fn tags_page(repo: String, last: Option<String>, n: u32) -> Result<(Vec<String>, bool), Error> {
         meta::tags_page(&repo, last.as_deref(), n)
-    }
-
-    fn repositories() -> Result<Vec<String>, Error> {
-        meta::repositories()
     }
 
     fn repositories_page(last: Option<String>, n: u32) -> Result<(Vec<String>, bool), Error> {

@@ -139,15 +139,16 @@ pub fn put(
     if let Reference::Tag(t) = &target {
         all_tags.push(t.as_str());
     }
+    // A tag push always changes the index (the push time, at least); only
+    // a push by digest of a manifest already listed leaves it as it is.
     let indexed = meta::update_index(repo, |idx| {
-        let before = idx.clone();
         if all_tags.is_empty() {
-            idx.add_untagged(&desc);
+            return Ok(idx.add_untagged(&desc));
         }
         for t in &all_tags {
             idx.set_tag(t, &desc);
         }
-        Ok(*idx != before)
+        Ok(true)
     });
     if let Err(e) = indexed {
         // Take back what this push wrote, and only that: a version that

@@ -22,20 +22,12 @@ pub fn update_index(
     skiff_layout::meta::update_index(repo, change)
 }
 
-pub fn tags(repo: &str) -> Result<Vec<String>, Error> {
-    Ok(index(repo)?.ok_or(Error::NameUnknown)?.tags().to_vec())
-}
-
 pub fn tags_page(repo: &str, last: Option<&str>, n: u32) -> Result<(Vec<String>, bool), Error> {
     let idx = index(repo)?.ok_or(Error::NameUnknown)?;
     Ok(idx.tags_page(last, n as usize))
 }
 
 /// From the catalog's index (`skiff_layout::catalog`), not a walk.
-pub fn repositories() -> Result<Vec<String>, Error> {
-    Ok(skiff_layout::catalog::all()?)
-}
-
 pub fn repositories_page(last: Option<&str>, n: u32) -> Result<(Vec<String>, bool), Error> {
     Ok(skiff_layout::catalog::page(last, n as usize)?)
 }
