@@ -380,6 +380,7 @@ impl Body for Pieces {
 
 /// A small image for the manifest workloads: a config and a layer pushed
 /// into `repo`, and the manifest naming them (its bytes and digest).
+#[derive(Clone)]
 pub struct Image {
     pub manifest: Bytes,
     pub digest: String,

@@ -49,6 +49,9 @@ struct Load {
     /// Only the workloads whose name contains one of these.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Blob size of `pull-many` (64 clients, a blob each).
+    #[arg(long, default_value = "64MiB")]
+    pull_many_size: String,
 }
 
 #[derive(Subcommand)]
@@ -79,6 +82,11 @@ enum Mode {
         /// Where to draw the plot.
         #[arg(long, default_value = "scale.svg")]
         plot: PathBuf,
+        /// Grow the registries past this N by writing their storage
+        /// directly, in each one's own format, rather than through the API
+        /// (at 100k tags, pushing every tag through the API takes hours).
+        #[arg(long, default_value_t = usize::MAX)]
+        direct_above: usize,
         #[arg(long)]
         markdown: Option<PathBuf>,
     },
@@ -92,6 +100,10 @@ struct Servers {
     /// CNCF distribution's binary (Debian's `docker-registry`).
     #[arg(long, default_value = "/usr/bin/docker-registry")]
     distribution: PathBuf,
+    /// nginx, when installed: `pull-many` also runs against it serving
+    /// skiff's own blob files, the yardstick for reads.
+    #[arg(long, default_value = "/usr/sbin/nginx")]
+    nginx: PathBuf,
 }
 
 impl Servers {
@@ -110,7 +122,8 @@ impl Load {
             .iter()
             .map(|s| workload::parse_size(s))
             .collect::<Result<Vec<_>>>()?;
-        let all = Workload::all(&sizes, self.concurrency);
+        let many = workload::parse_size(&self.pull_many_size)?;
+        let all = Workload::all(&sizes, many, self.concurrency);
         Ok(all
             .into_iter()
             .filter(|w| {
@@ -177,6 +190,35 @@ async fn main() -> Result<()> {
                 row(&mut out, w, &got[0].1, Some(&got[1].1));
                 print!("{}", &out[before..]);
             }
+            let many: Vec<Workload> = load
+                .workloads()?
+                .into_iter()
+                .filter(|w| w.kind == workload::Kind::PullMany)
+                .collect();
+            if !many.is_empty() && servers.nginx.exists() {
+                let nginx = Server::nginx(&servers.nginx, &skiff.data).await?;
+                let _ = writeln!(
+                    out,
+                    "\nThe same blob files, read from skiff and from nginx serving skiff's storage directory:\n"
+                );
+                header(
+                    &mut out,
+                    &["workload", "c"],
+                    &["skiff", "nginx", "skiff ÷ nginx"],
+                );
+                for w in &many {
+                    let seeded = workload::seed(skiff.addr, w, &block).await?;
+                    let d = load.duration()?;
+                    let files = seeded.read_as(workload::Paths::Files);
+                    let ours = workload::run(skiff.addr, *w, seeded, d).await.summary();
+                    let theirs = workload::run(nginx.addr, *w, files, d).await.summary();
+                    row(&mut out, w, &ours, Some(&theirs));
+                }
+                print!(
+                    "{}",
+                    &out[out.rfind("\nThe same blob files").unwrap_or(0)..]
+                );
+            }
             let rss: Vec<String> = [&skiff, &dist]
                 .iter()
                 .map(|s| {
@@ -198,6 +240,7 @@ async fn main() -> Result<()> {
             sizes,
             servers,
             plot,
+            direct_above,
             markdown,
         } => {
             if sizes.windows(2).any(|w| w[0] >= w[1]) || sizes.first() == Some(&0) {
@@ -206,7 +249,10 @@ async fn main() -> Result<()> {
             let started = servers.start().await?;
             let mut runs = Vec::new();
             for server in &started {
-                runs.push((server.name, scale::run(server.addr, &sizes, &block).await?));
+                runs.push((
+                    server.name,
+                    scale::run(server, &sizes, direct_above, &block).await?,
+                ));
             }
             let mut out = String::new();
             let _ = write!(out, "| registry | N |");

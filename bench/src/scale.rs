@@ -3,10 +3,12 @@
 //! with N (one client, so the figure is latency, not queueing).
 
 use crate::client::{Conn, Image, MANIFEST};
+use crate::servers::Server;
 use crate::stats::Stats;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,16 +32,28 @@ pub struct Point {
     pub p50_ms: [f64; 4],
 }
 
-pub async fn run(addr: SocketAddr, sizes: &[usize], block: &Bytes) -> Result<Vec<Point>> {
+pub async fn run(
+    server: &Server,
+    sizes: &[usize],
+    direct_above: usize,
+    block: &Bytes,
+) -> Result<Vec<Point>> {
+    let addr = server.addr;
     let mut conn = Conn::new(addr);
     let image = Arc::new(Image::push(&mut conn, REPO, block, rand::random()).await?);
     conn.put_manifest(REPO, "latest", &image.manifest).await?;
     let (mut tags, mut repos) = (1usize, 0usize);
     let mut points = Vec::new();
     for &n in sizes {
-        fill(addr, &image, tags..n, add_tag).await?;
+        if n > direct_above {
+            let written = Written::new(server, &image);
+            written.tags(tags..n)?;
+            written.repositories(repos..n)?;
+        } else {
+            fill(addr, &image, tags..n, add_tag).await?;
+            fill(addr, &image, repos..n, add_repository).await?;
+        }
         tags = tags.max(n);
-        fill(addr, &image, repos..n, add_repository).await?;
         repos = repos.max(n);
 
         let mut p50 = [0.0; 4];
@@ -140,6 +154,140 @@ async fn fill(
         w.await??;
     }
     Ok(())
+}
+
+/// Tags and repositories written straight into a registry's storage, in
+/// the layout each one keeps: what the API would have left there.
+struct Written<'a> {
+    server: &'a Server,
+    image: &'a Image,
+}
+
+fn hex(digest: &str) -> &str {
+    digest.strip_prefix("sha256:").unwrap_or(digest)
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+impl<'a> Written<'a> {
+    fn new(server: &'a Server, image: &'a Image) -> Self {
+        Written { server, image }
+    }
+
+    fn is_skiff(&self) -> bool {
+        self.server.name == "skiff"
+    }
+
+    /// distribution's repository directory.
+    fn repo_dir(&self, repo: &str) -> PathBuf {
+        self.server
+            .data
+            .join("docker/registry/v2/repositories")
+            .join(repo)
+    }
+
+    /// distribution's link files making `tag` name the image in `repo`.
+    fn link_tag(&self, repo: &str, tag: &str) -> Result<()> {
+        let d = &self.image.digest;
+        let tag_dir = self.repo_dir(repo).join("_manifests/tags").join(tag);
+        write(&tag_dir.join("current/link"), d.as_bytes())?;
+        write(
+            &tag_dir.join("index/sha256").join(hex(d)).join("link"),
+            d.as_bytes(),
+        )
+    }
+
+    fn tags(&self, range: std::ops::Range<usize>) -> Result<()> {
+        if !self.is_skiff() {
+            for i in range {
+                self.link_tag(REPO, &format!("t{i:07}"))?;
+            }
+            return Ok(());
+        }
+        // One write of index.json with every new tag, as skiff keeps them.
+        let path = self.server.data.join(REPO).join("index.json");
+        let mut index: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+        let manifests = index["manifests"]
+            .as_array_mut()
+            .context("index.json has no manifests")?;
+        let latest = manifests
+            .iter()
+            .find(|d| d["digest"] == self.image.digest.as_str())
+            .context("index.json does not list the image")?
+            .clone();
+        for i in range {
+            let mut d = latest.clone();
+            d["annotations"]["org.opencontainers.image.ref.name"] = format!("t{i:07}").into();
+            manifests.push(d);
+        }
+        write(&path, &serde_json::to_vec(&index)?)
+    }
+
+    fn repositories(&self, range: std::ops::Range<usize>) -> Result<()> {
+        let image = self.image;
+        let blobs = [
+            image.digest.as_str(),
+            image.config.digest.as_str(),
+            image.layer.digest.as_str(),
+        ];
+        for i in range {
+            let repo = format!("scale/r{i:07}");
+            if self.is_skiff() {
+                // Blobs hard-linked, as skiff's dedupe leaves them (copied
+                // past the filesystem's limit of links to one file, as skiff
+                // does too).
+                let src = self.server.data.join(REPO).join("blobs/sha256");
+                let dst = self.server.data.join(&repo);
+                std::fs::create_dir_all(dst.join("blobs/sha256"))?;
+                for d in blobs {
+                    let (from, to) = (src.join(hex(d)), dst.join("blobs/sha256").join(hex(d)));
+                    if std::fs::hard_link(&from, &to).is_err() {
+                        std::fs::copy(&from, &to)?;
+                    }
+                }
+                write(
+                    &dst.join("oci-layout"),
+                    br#"{"imageLayoutVersion":"1.0.0"}"#,
+                )?;
+                let index = serde_json::json!({
+                    "schemaVersion": 2,
+                    "manifests": [{
+                        "mediaType": MANIFEST,
+                        "digest": image.digest,
+                        "size": image.manifest.len(),
+                        "annotations": {"org.opencontainers.image.ref.name": "latest"},
+                    }],
+                });
+                write(&dst.join("index.json"), &serde_json::to_vec(&index)?)?;
+            } else {
+                let dir = self.repo_dir(&repo);
+                let d = &image.digest;
+                write(
+                    &dir.join("_manifests/revisions/sha256")
+                        .join(hex(d))
+                        .join("link"),
+                    d.as_bytes(),
+                )?;
+                for b in &blobs[1..] {
+                    write(
+                        &dir.join("_layers/sha256").join(hex(b)).join("link"),
+                        b.as_bytes(),
+                    )?;
+                }
+                self.link_tag(&repo, "latest")?;
+            }
+        }
+        if self.is_skiff() {
+            // The catalog's index is rebuilt from the layouts on its next read.
+            let _ = std::fs::remove_file(self.server.data.join(".skiff/catalog.json"));
+        }
+        Ok(())
+    }
 }
 
 /// An SVG of p50 latency against N (log scale), a line per registry and

@@ -13,6 +13,9 @@ use tokio::process::{Child, Command};
 pub struct Server {
     pub name: &'static str,
     pub addr: SocketAddr,
+    /// Where the server keeps its data (the scale mode's direct fill
+    /// writes there).
+    pub data: PathBuf,
     child: Child,
     _dir: TempDir,
 }
@@ -31,7 +34,7 @@ impl Server {
         std::fs::write(&path, serde_json::to_vec_pretty(&cfg)?)?;
         let mut cmd = Command::new(bin);
         cmd.arg("serve").arg(&path);
-        Server::start("skiff", cmd, addr, dir).await
+        Server::start("skiff", cmd, addr, dir, "/v2/").await
     }
 
     /// CNCF distribution as Debian packages it, filesystem storage,
@@ -50,7 +53,29 @@ impl Server {
         std::fs::write(&path, cfg)?;
         let mut cmd = Command::new(bin);
         cmd.arg("serve").arg(&path);
-        Server::start("distribution", cmd, addr, dir).await
+        Server::start("distribution", cmd, addr, dir, "/v2/").await
+    }
+
+    /// nginx serving `root`'s files as they are (the yardstick for blob
+    /// reads: a web server handing files to the kernel).
+    pub async fn nginx(bin: &Path, root: &Path) -> Result<Server> {
+        let dir = TempDir::new("nginx")?;
+        let addr = free_addr()?;
+        let d = dir.0.display();
+        let cfg = format!(
+            "daemon off;\nworker_processes auto;\npid {d}/nginx.pid;\nerror_log stderr error;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 1000000;\n\
+               client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
+               uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+               server {{ listen {addr}; root {}; location /nginx-up {{ return 200; }} }}\n}}\n",
+            root.display()
+        );
+        let path = dir.0.join("nginx.conf");
+        std::fs::write(&path, cfg)?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("-c").arg(&path).arg("-p").arg(&dir.0);
+        Server::start("nginx", cmd, addr, dir, "/nginx-up").await
     }
 
     async fn start(
@@ -58,6 +83,7 @@ impl Server {
         mut cmd: Command,
         addr: SocketAddr,
         dir: TempDir,
+        probe: &str,
     ) -> Result<Server> {
         let child = cmd
             .stdin(Stdio::null())
@@ -69,13 +95,14 @@ impl Server {
         let mut server = Server {
             name,
             addr,
+            data: dir.0.join("data"),
             child,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let mut conn = Conn::new(addr);
-            if let Ok(a) = conn.get("/v2/", None).await {
+            if let Ok(a) = conn.get(probe, None).await {
                 if a.status.is_success() {
                     return Ok(server);
                 }
@@ -84,7 +111,7 @@ impl Server {
                 bail!("{name} exited at start: {status}");
             }
             if Instant::now() > deadline {
-                bail!("{name} did not answer /v2/ within 30 s");
+                bail!("{name} did not answer {probe} within 30 s");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -97,6 +124,23 @@ impl Server {
         let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
         let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kb * 1024)
+    }
+}
+
+impl Drop for Server {
+    /// nginx is asked to stop: killing its master would leave its workers
+    /// running (and holding the port and the terminal).
+    fn drop(&mut self) {
+        let Some(pid) = self.child.id().filter(|_| self.name == "nginx") else {
+            return;
+        };
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && !matches!(self.child.try_wait(), Ok(Some(_))) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

@@ -27,6 +27,9 @@ pub enum Kind {
     /// Different new tags pushed into one repository at once (the manifest
     /// is the same, so only the tag index changes).
     TagPush,
+    /// Every client pulling a blob of its own, all at once (as many blobs
+    /// as clients): aggregate throughput from the page cache.
+    PullMany,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -48,6 +51,7 @@ impl Workload {
             Kind::Push(Push::Streamed) => format!("push-streamed-{size}"),
             Kind::Push(Push::Chunked(_)) => format!("push-chunked-{size}"),
             Kind::Pull => format!("pull-{size}"),
+            Kind::PullMany => format!("pull-many-{size}"),
             Kind::Mixed => format!("mixed-{size}"),
             Kind::ManifestGetTag => "manifest-get-tag".into(),
             Kind::ManifestGetDigest => "manifest-get-digest".into(),
@@ -61,7 +65,7 @@ impl Workload {
 
     /// Every workload the tool knows, at its default concurrency; `sizes`
     /// are the blob sizes for the push and pull workloads.
-    pub fn all(sizes: &[u64], concurrency: Option<usize>) -> Vec<Workload> {
+    pub fn all(sizes: &[u64], many: u64, concurrency: Option<usize>) -> Vec<Workload> {
         let mut out = Vec::new();
         let w = |kind, size, c: usize| Workload {
             kind,
@@ -90,6 +94,7 @@ impl Workload {
             out.push(w(Kind::Pull, size, c));
             out.push(w(Kind::Mixed, size, c));
         }
+        out.push(w(Kind::PullMany, many, 64));
         out
     }
 }
@@ -128,10 +133,49 @@ pub struct Seeded {
     image: Image,
     /// A blob of the workload's size, for pulls.
     blob: Option<Blob>,
+    /// One blob per client, for `PullMany`.
+    many: Vec<Blob>,
+    /// Where a blob is read: from the registry API, or (a plain web
+    /// server over the registry's files) from its path on disk.
+    pub paths: Paths,
     block: Bytes,
     /// Numbers blobs pushed by the workers, so each is new.
     next: AtomicU64,
     salt: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Paths {
+    Registry,
+    /// skiff's layout, `<repo>/blobs/sha256/<hex>`, served as files.
+    Files,
+}
+
+impl Seeded {
+    fn blob_path(&self, b: &Blob) -> String {
+        match self.paths {
+            Paths::Registry => format!("/v2/{}/blobs/{}", self.repo, b.digest),
+            Paths::Files => format!(
+                "/{}/blobs/sha256/{}",
+                self.repo,
+                b.digest.trim_start_matches("sha256:")
+            ),
+        }
+    }
+
+    /// The same blobs, read the other way.
+    pub fn read_as(&self, paths: Paths) -> Arc<Seeded> {
+        Arc::new(Seeded {
+            repo: self.repo.clone(),
+            image: self.image.clone(),
+            blob: self.blob.clone(),
+            many: self.many.clone(),
+            paths,
+            block: self.block.clone(),
+            next: AtomicU64::new(1),
+            salt: self.salt,
+        })
+    }
 }
 
 pub const SEED_TAGS: usize = 100;
@@ -168,10 +212,20 @@ pub async fn seed(addr: SocketAddr, w: &Workload, block: &Bytes) -> Result<Arc<S
     } else {
         None
     };
+    let mut many = Vec::new();
+    if w.kind == Kind::PullMany {
+        for k in 0..w.concurrency.max(1) {
+            let b = Blob::new(w.size, block, ((salt as u128) << 64) | (k as u128 + 1));
+            conn.push_blob(&repo, &b, Push::Monolithic).await?;
+            many.push(b);
+        }
+    }
     Ok(Arc::new(Seeded {
         repo,
         image,
         blob,
+        many,
+        paths: Paths::Registry,
         block: block.clone(),
         next: AtomicU64::new(1),
         salt,
@@ -184,7 +238,7 @@ pub async fn seed(addr: SocketAddr, w: &Workload, block: &Bytes) -> Result<Arc<S
 pub async fn run(addr: SocketAddr, w: Workload, seeded: Arc<Seeded>, duration: Duration) -> Stats {
     let deadline = Instant::now() + duration;
     let mut workers = Vec::new();
-    for _ in 0..w.concurrency.max(1) {
+    for worker in 0..w.concurrency.max(1) {
         let seeded = seeded.clone();
         workers.push(tokio::spawn(async move {
             let mut conn = Conn::new(addr);
@@ -208,7 +262,7 @@ pub async fn run(addr: SocketAddr, w: Workload, seeded: Arc<Seeded>, duration: D
                 let started = Instant::now();
                 let outcome = match (&fresh, push) {
                     (Some(b), Some(p)) => conn.push_blob(&seeded.repo, b, p).await.map(|_| b.size),
-                    _ => once(&mut conn, w.kind, &seeded).await,
+                    _ => once(&mut conn, w.kind, &seeded, worker).await,
                 };
                 let took = started.elapsed();
                 busy += took;
@@ -242,14 +296,21 @@ pub async fn run(addr: SocketAddr, w: Workload, seeded: Arc<Seeded>, duration: D
     total
 }
 
-/// One read operation; the bytes it moved.
-async fn once(conn: &mut Conn, kind: Kind, s: &Seeded) -> Result<u64> {
+/// One read operation of client `worker`; the bytes it moved.
+async fn once(conn: &mut Conn, kind: Kind, s: &Seeded, worker: usize) -> Result<u64> {
     let repo = &s.repo;
     let a = match kind {
         Kind::Pull | Kind::Mixed => {
             let b = s.blob.as_ref().expect("seeded for pulls");
-            conn.get(&format!("/v2/{repo}/blobs/{}", b.digest), None)
-                .await?
+            conn.get(&s.blob_path(b), None).await?
+        }
+        Kind::PullMany => {
+            let b = &s.many[worker % s.many.len().max(1)];
+            let a = conn.get(&s.blob_path(b), None).await?;
+            if a.status.is_success() && a.bytes != b.size {
+                bail!("{} bytes of a {}-byte blob", a.bytes, b.size);
+            }
+            a
         }
         Kind::ManifestGetTag => {
             conn.get(&format!("/v2/{repo}/manifests/latest"), Some(MANIFEST))

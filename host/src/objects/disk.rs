@@ -806,16 +806,12 @@ impl Disk {
         while remaining > 0 {
             let want = remaining.min(CHUNK as u64) as usize;
             let (f, chunk) = blocking(move || {
-                let mut buf = vec![0u8; want];
-                let mut filled = 0;
-                while filled < want {
-                    let n = file.read(&mut buf[filled..]).map_err(io_err)?;
-                    if n == 0 {
-                        break;
-                    }
-                    filled += n;
-                }
-                buf.truncate(filled);
+                // Read into spare capacity: the buffer is not zeroed first.
+                let mut buf = Vec::with_capacity(want);
+                (&mut file)
+                    .take(want as u64)
+                    .read_to_end(&mut buf)
+                    .map_err(io_err)?;
                 Ok((file, buf))
             })
             .await?;
