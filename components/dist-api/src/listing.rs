@@ -55,8 +55,9 @@ fn gather(
 /// that `head` opens (up to the list's `[`). With `n`, one page and the
 /// `Link` header to the next when there is one. Without, every entry,
 /// streamed a store page at a time, so even a catalog of 100k
-/// repositories is never whole in memory; the first page is read before
-/// the response starts, so a missing repository is still a clean 404.
+/// repositories is never whole in memory (a list within one store page
+/// goes whole, with its length); the first page is read before the
+/// response starts, so a missing repository is still a clean 404.
 fn listed<F, K>(
     req: &Request,
     path: &str,
@@ -71,7 +72,14 @@ where
     let last = req.query("last");
     let Some(n) = req.query("n") else {
         let (batch, more) = fetch(last, STORE_PAGE)?;
-        return Ok(streamed(head, batch, more, fetch, keep));
+        if more {
+            return Ok(streamed(head, batch, more, fetch, keep));
+        }
+        // All of it in one store page (the usual case): sent whole.
+        let mut body = head.into_bytes();
+        push_entries(&mut body, &keep(batch), true);
+        body.extend_from_slice(b"]}");
+        return Ok(Response::json(200, body));
     };
     let n = n.parse::<usize>().map_err(|_| {
         RegistryError::new(

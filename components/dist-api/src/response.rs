@@ -119,8 +119,8 @@ impl Response {
             } => store::blob_read(&repo, &digest, start, len, &stream).is_ok(),
             Body::Pieces(mut next) => loop {
                 match next() {
-                    Ok(Some(piece)) if write_all(&stream, &piece) => {}
-                    Ok(None) => break true,
+                    Ok(Some(piece)) if write(&stream, &piece) => {}
+                    Ok(None) => break stream.blocking_flush().is_ok(),
                     // Cut short: the client sees a truncated body.
                     Ok(Some(_)) | Err(_) => break false,
                 }
@@ -135,7 +135,13 @@ impl Response {
     }
 }
 
-fn write_all(stream: &OutputStream, mut bytes: &[u8]) -> bool {
+fn write_all(stream: &OutputStream, bytes: &[u8]) -> bool {
+    write(stream, bytes) && stream.blocking_flush().is_ok()
+}
+
+/// Hand `bytes` to the stream as fast as it takes them, without waiting
+/// for them to go out.
+fn write(stream: &OutputStream, mut bytes: &[u8]) -> bool {
     while !bytes.is_empty() {
         let Ok(permit) = stream.check_write() else {
             return false;
@@ -150,5 +156,5 @@ fn write_all(stream: &OutputStream, mut bytes: &[u8]) -> bool {
         }
         bytes = &bytes[n..];
     }
-    stream.blocking_flush().is_ok()
+    true
 }
