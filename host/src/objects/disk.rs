@@ -31,6 +31,9 @@ use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
 /// Size of the reads and writes that move blob bytes.
 const CHUNK: usize = 1 << 20;
+/// Objects up to this size are read on the calling task (a manifest, a
+/// small index.json): from the page cache that is quicker than a hand-off.
+const QUICK_READ: u64 = 64 << 10;
 const LOCK_STRIPES: usize = 64;
 
 pub struct Disk {
@@ -422,20 +425,23 @@ impl Disk {
     }
 
     /// Read a small object whole, refusing one over `max` bytes before
-    /// anything is allocated for it.
+    /// anything is allocated for it. The open, the stat and the read of an
+    /// object up to `QUICK_READ` bytes run on the calling task (see
+    /// `stat`); a larger read goes to the blocking pool.
     pub async fn get(&self, key: &str, max: u64) -> Result<(Vec<u8>, Meta), ObjectError> {
         let path = self.path(key)?;
-        blocking(move || {
-            // Read and stat through one handle, so bytes and version agree.
-            let f = File::open(&path).map_err(io_err)?;
-            let md = f.metadata().map_err(io_err)?;
-            // A directory is a prefix of keys, not an object.
-            if md.is_dir() {
-                return Err(ObjectError::NotFound);
-            }
-            if md.len() > max {
-                return Err(ObjectError::TooLarge(md.len()));
-            }
+        // Read and stat through one handle, so bytes and version agree.
+        let f = File::open(&path).map_err(io_err)?;
+        let md = f.metadata().map_err(io_err)?;
+        // A directory is a prefix of keys, not an object.
+        if md.is_dir() {
+            return Err(ObjectError::NotFound);
+        }
+        if md.len() > max {
+            return Err(ObjectError::TooLarge(md.len()));
+        }
+        let quick = md.len() <= QUICK_READ;
+        let read = move || {
             let mut buf = Vec::with_capacity(usize::try_from(md.len()).unwrap_or(0));
             // Bounded even if the file grows under us.
             f.take(max.saturating_add(1))
@@ -445,20 +451,25 @@ impl Disk {
                 return Err(ObjectError::TooLarge(buf.len() as u64));
             }
             Ok((buf, meta_of(&md)))
-        })
-        .await
+        };
+        if quick {
+            read()
+        } else {
+            blocking(read).await
+        }
     }
 
+    /// On the calling task, not the blocking pool: a stat of a local file
+    /// takes a few microseconds, less than the two thread wake-ups a hand-off
+    /// costs, and every request makes some (a tag lookup checks its cached
+    /// index with one).
     pub async fn stat(&self, key: &str) -> Result<Meta, ObjectError> {
         let path = self.path(key)?;
-        blocking(move || {
-            let md = fs::metadata(&path).map_err(io_err)?;
-            if md.is_dir() {
-                return Err(ObjectError::NotFound);
-            }
-            Ok(meta_of(&md))
-        })
-        .await
+        let md = fs::metadata(&path).map_err(io_err)?;
+        if md.is_dir() {
+            return Err(ObjectError::NotFound);
+        }
+        Ok(meta_of(&md))
     }
 
     pub async fn put(
@@ -827,15 +838,14 @@ impl Disk {
         finish(dst).await
     }
 
+    /// On the calling task, as `stat`: a push touches every blob its
+    /// manifest names.
     pub async fn touch(&self, key: &str) -> Result<Meta, ObjectError> {
         let path = self.path(key)?;
-        blocking(move || {
-            let f = File::open(&path).map_err(io_err)?;
-            f.set_modified(std::time::SystemTime::now())
-                .map_err(io_err)?;
-            Ok(meta_of(&f.metadata().map_err(io_err)?))
-        })
-        .await
+        let f = File::open(&path).map_err(io_err)?;
+        f.set_modified(std::time::SystemTime::now())
+            .map_err(io_err)?;
+        Ok(meta_of(&f.metadata().map_err(io_err)?))
     }
 
     pub async fn digest(&self, key: &str, algorithm: HashAlgorithm) -> Result<String, ObjectError> {
