@@ -76,10 +76,7 @@ where
             return Ok(streamed(head, batch, more, fetch, keep));
         }
         // All of it in one store page (the usual case): sent whole.
-        let mut body = head.into_bytes();
-        push_entries(&mut body, &keep(batch), true);
-        body.extend_from_slice(b"]}");
-        return Ok(Response::json(200, body));
+        return Ok(whole(head, &keep(batch)));
     };
     let n = n.parse::<usize>().map_err(|_| {
         RegistryError::new(
@@ -88,10 +85,7 @@ where
         )
     })?;
     let (entries, more) = gather(last, Some(n), &mut fetch, &mut keep)?;
-    let mut body = head.into_bytes();
-    push_entries(&mut body, &entries, true);
-    body.extend_from_slice(b"]}");
-    let r = Response::json(200, body);
+    let r = whole(head, &entries);
     Ok(match (more, entries.last()) {
         (true, Some(end)) => {
             let q: String = form_urlencoded::Serializer::new(String::new())
@@ -102,6 +96,14 @@ where
         }
         _ => r,
     })
+}
+
+/// The listing `head` opens, with `entries`, as one body with its length.
+fn whole(head: String, entries: &[String]) -> Response {
+    let mut body = head.into_bytes();
+    push_entries(&mut body, entries, true);
+    body.extend_from_slice(b"]}");
+    Response::json(200, body)
 }
 
 /// `entries` as JSON strings, comma-separated (and after a comma unless
