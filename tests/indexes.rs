@@ -532,3 +532,81 @@ fn a_catalog_and_a_tag_list_longer_than_a_store_page_come_whole_without_n() {
     assert_eq!(r.status, 404);
     assert_eq!(r.error_code(), "NAME_UNKNOWN");
 }
+
+/// Past 1 MiB an index is looked up through tables the host keeps for all
+/// instances (`objects.remember`); they must answer for the version on disk
+/// only, through either host, after pushes, deletes and hand edits.
+#[test]
+fn a_large_index_remembered_by_the_host_follows_every_change_through_both_hosts() {
+    let (a, b) = two_hosts();
+    let (xb, x) = a.push_image("big/app", "x", "image x");
+    let (_, y) = a.push_image("big/app", "y", "image y");
+    // Fill the index by hand with 6000 more tags naming x (about 2 MiB).
+    let path = a.root().join("big/app/index.json");
+    let mut index = read_json(&path);
+    let manifests = index["manifests"].as_array_mut().unwrap();
+    let template = manifests
+        .iter()
+        .find(|d| d["digest"] == json!(x))
+        .unwrap()
+        .clone();
+    for i in 0..6000 {
+        let mut d = template.clone();
+        d["annotations"]["org.opencontainers.image.ref.name"] = json!(format!("t{i:05}"));
+        d["annotations"]["padding"] = json!("p".repeat(200));
+        manifests.push(d);
+    }
+    let text = serde_json::to_vec(&index).unwrap();
+    assert!(text.len() > 1 << 20, "{} bytes", text.len());
+    std::fs::write(&path, text).unwrap();
+    let mut expected: Vec<String> = (0..6000).map(|i| format!("t{i:05}")).collect();
+    expected.extend(["x".to_string(), "y".to_string()]);
+    for reg in [&a, &b] {
+        assert_eq!(digest_of(reg, "big/app", "t04321").as_ref(), Some(&x));
+        assert_eq!(digest_of(reg, "big/app", "y").as_ref(), Some(&y));
+        assert_eq!(digest_of(reg, "big/app", "t06000"), None);
+        assert_eq!(all_tags(reg, "big/app", 1000), expected);
+        // By digest too: the listed media type comes from the host's table.
+        let r = reg.get_manifest("big/app", &x);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("Content-Type"), Some(OCI_MANIFEST));
+    }
+    // Moves and deletes through one host are seen through the other at once.
+    for round in 0..6 {
+        let (writer, reader) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let r = writer.put_manifest(
+            "big/app",
+            "t00007",
+            OCI_MANIFEST,
+            &a.get_manifest("big/app", &y).body,
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        assert_eq!(
+            digest_of(reader, "big/app", "t00007").as_ref(),
+            Some(&y),
+            "round {round}"
+        );
+        let r = writer.put_manifest("big/app", "t00007", OCI_MANIFEST, &xb);
+        assert_eq!(r.status, 201, "{}", r.text());
+        assert_eq!(
+            digest_of(reader, "big/app", "t00007").as_ref(),
+            Some(&x),
+            "round {round}"
+        );
+    }
+    assert_eq!(b.delete("/v2/big/app/manifests/t00100").status, 202);
+    assert_eq!(digest_of(&a, "big/app", "t00100"), None);
+    let page = a.get("/v2/big/app/tags/list?n=3&last=t00098").json();
+    assert_eq!(page["tags"], json!(["t00099", "t00101", "t00102"]));
+    // A hand edit of the large index is served on the next request.
+    let mut index = read_json(&path);
+    for d in index["manifests"].as_array_mut().unwrap() {
+        if d["annotations"]["org.opencontainers.image.ref.name"] == json!("t00200") {
+            d["digest"] = json!(y);
+        }
+    }
+    std::fs::write(&path, serde_json::to_vec(&index).unwrap()).unwrap();
+    for reg in [&a, &b] {
+        assert_eq!(digest_of(reg, "big/app", "t00200").as_ref(), Some(&y));
+    }
+}

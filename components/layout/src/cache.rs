@@ -112,6 +112,33 @@ pub fn load<V>(
             Err(e) => return Err(e.into()),
         }
     }
+    fetch(cache, key, max, parse)
+}
+
+/// `load` for a caller that has just learned the stored `version`.
+pub fn load_at<V>(
+    cache: &RefCell<Cache<V>>,
+    key: &str,
+    version: &str,
+    max: u64,
+    parse: impl FnOnce(&[u8]) -> Result<V, LayoutError>,
+) -> Result<Option<(Rc<V>, String)>, LayoutError> {
+    let cached = cache.borrow_mut().get(key);
+    if let Some((v, value)) = cached {
+        if v == version {
+            return Ok(Some((value, v)));
+        }
+    }
+    fetch(cache, key, max, parse)
+}
+
+/// Read and parse the document, keeping it in `cache`.
+fn fetch<V>(
+    cache: &RefCell<Cache<V>>,
+    key: &str,
+    max: u64,
+    parse: impl FnOnce(&[u8]) -> Result<V, LayoutError>,
+) -> Result<Option<(Rc<V>, String)>, LayoutError> {
     let (bytes, meta) = match objects::get(key, max) {
         Ok(got) => got,
         Err(ObjectError::NotFound) => {

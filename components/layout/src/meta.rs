@@ -151,6 +151,12 @@ pub fn indexed(repo: &str) -> Result<Option<Rc<Indexed>>, LayoutError> {
     Ok(indexes::load(&keys::index(repo), MAX_INDEX_BYTES)?.map(|(x, _)| x))
 }
 
+/// The repository's index to look tags and digests up in (parsed here or
+/// remembered by the host: `indexes`); `None` if there is no such repository.
+pub fn lookup(repo: &str) -> Result<Option<indexes::Lookup>, LayoutError> {
+    indexes::lookup(&keys::index(repo), MAX_INDEX_BYTES)
+}
+
 /// Change the repository's index (creating the layout first). It is read
 /// through the cache (and taken out of it, so it is not copied), and what
 /// is written is kept in it.

@@ -205,4 +205,34 @@ impl Guest for ObjectsKv {
         // No URL reaches a key-value store's bytes: they go through `read-to`.
         None
     }
+
+    // Runtimes that run this component (Spin, `wasmtime serve`) build an
+    // instance per request, so nothing remembered would outlive the request.
+    fn remember(
+        _key: String,
+        _version: String,
+        _table: String,
+        _entries: Vec<(String, String)>,
+    ) -> bool {
+        false
+    }
+
+    fn recall(
+        _key: String,
+        _version: String,
+        _table: String,
+        _name: String,
+    ) -> Option<Option<String>> {
+        None
+    }
+
+    fn recall_names(
+        _key: String,
+        _version: String,
+        _table: String,
+        _after: Option<String>,
+        _n: u32,
+    ) -> Option<(Vec<String>, bool)> {
+        None
+    }
 }

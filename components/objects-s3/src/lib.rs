@@ -139,4 +139,34 @@ impl Guest for ObjectsS3 {
     fn locate(_key: String) -> Option<String> {
         None
     }
+
+    // An instance lives for one request under the runtimes that run this
+    // component, so a table remembered here would outlive nothing.
+    fn remember(
+        _key: String,
+        _version: String,
+        _table: String,
+        _entries: Vec<(String, String)>,
+    ) -> bool {
+        false
+    }
+
+    fn recall(
+        _key: String,
+        _version: String,
+        _table: String,
+        _name: String,
+    ) -> Option<Option<String>> {
+        None
+    }
+
+    fn recall_names(
+        _key: String,
+        _version: String,
+        _table: String,
+        _after: Option<String>,
+        _n: u32,
+    ) -> Option<(Vec<String>, bool)> {
+        None
+    }
 }

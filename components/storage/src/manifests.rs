@@ -52,14 +52,14 @@ pub fn record_pull(repo: &str, digest: &str) -> Result<(), Error> {
 }
 
 pub fn get(repo: &str, reference_str: &str) -> Result<Manifest, Error> {
-    let idx = meta::index(repo)?.ok_or(Error::ManifestUnknown)?;
+    let idx = meta::lookup(repo)?.ok_or(Error::ManifestUnknown)?;
     let (digest, listed_type) = match reference(reference_str)? {
         Reference::Tag(t) => {
-            let desc = idx.by_tag(t.as_str()).ok_or(Error::ManifestUnknown)?;
-            (keys::digest(&desc.digest)?, Some(desc.media_type.clone()))
+            let listed = idx.by_tag(t.as_str())?.ok_or(Error::ManifestUnknown)?;
+            (keys::digest(&listed.digest)?, Some(listed.media_type))
         }
         Reference::Digest(d) => {
-            let listed = idx.by_digest(&d.to_string()).map(|x| x.media_type.clone());
+            let listed = idx.media_type_of(&d.to_string())?;
             (d, listed)
         }
     };

@@ -4,7 +4,7 @@
 use crate::bindings::exports::skiff::registry::store::Descriptor as WitDescriptor;
 use crate::{keys, Error};
 use skiff_core::layout::ImageIndex;
-use skiff_layout::indexes::Indexed;
+use skiff_layout::indexes::{Indexed, Lookup};
 pub use skiff_layout::meta::{ensure_layout, record_referrer, remove_referrer, Record};
 use std::rc::Rc;
 
@@ -12,6 +12,12 @@ use std::rc::Rc;
 /// or `None` if there is no such repository.
 pub fn index(repo: &str) -> Result<Option<Rc<Indexed>>, Error> {
     Ok(skiff_layout::meta::indexed(repo)?)
+}
+
+/// The repository's index for lookups by tag or digest and pages of tags,
+/// or `None` if there is no such repository.
+pub fn lookup(repo: &str) -> Result<Option<Lookup>, Error> {
+    Ok(skiff_layout::meta::lookup(repo)?)
 }
 
 /// Change the repository's index (creating the layout first).
@@ -23,8 +29,8 @@ pub fn update_index(
 }
 
 pub fn tags_page(repo: &str, last: Option<&str>, n: u32) -> Result<(Vec<String>, bool), Error> {
-    let idx = index(repo)?.ok_or(Error::NameUnknown)?;
-    Ok(idx.tags_page(last, n as usize))
+    let idx = lookup(repo)?.ok_or(Error::NameUnknown)?;
+    Ok(idx.tags_page(last, n)?)
 }
 
 /// From the catalog's index (`skiff_layout::catalog`), not a walk.

@@ -12,6 +12,7 @@ mod dedupe;
 mod disk;
 mod holders;
 mod keys;
+mod memo;
 mod s3;
 mod streams;
 #[cfg(test)]
@@ -33,11 +34,17 @@ use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 pub struct Objects {
     default: Arc<dyn Backend>,
     sub_paths: Vec<(String, Arc<dyn Backend>)>,
+    /// Tables guests derived from objects, shared by all instances.
+    memo: memo::Memo,
 }
 
 impl Objects {
     pub fn new(default: Arc<dyn Backend>, sub_paths: Vec<(String, Arc<dyn Backend>)>) -> Objects {
-        Objects { default, sub_paths }
+        Objects {
+            default,
+            sub_paths,
+            memo: memo::Memo::new(memo::BUDGET_BYTES),
+        }
     }
 
     /// The store holding `key`.
@@ -190,6 +197,39 @@ impl Host for Ctx {
 
     async fn locate(&mut self, key: String) -> Option<String> {
         self.objects.store_for(&key).locate(&key).await
+    }
+
+    async fn remember(
+        &mut self,
+        key: String,
+        version: String,
+        table: String,
+        entries: Vec<(String, String)>,
+    ) -> bool {
+        self.objects.memo.remember(&key, &version, &table, entries)
+    }
+
+    async fn recall(
+        &mut self,
+        key: String,
+        version: String,
+        table: String,
+        name: String,
+    ) -> Option<Option<String>> {
+        self.objects.memo.recall(&key, &version, &table, &name)
+    }
+
+    async fn recall_names(
+        &mut self,
+        key: String,
+        version: String,
+        table: String,
+        after: Option<String>,
+        n: u32,
+    ) -> Option<(Vec<String>, bool)> {
+        self.objects
+            .memo
+            .recall_names(&key, &version, &table, after.as_deref(), n)
     }
 
     async fn copy(&mut self, src: String, dst: String, when: Condition) -> Result<(), ObjectError> {
