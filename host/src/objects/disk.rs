@@ -482,7 +482,11 @@ impl Disk {
         let commit = self.commit;
         let tmp = temp_name(&path);
         let staged = tmp.clone();
-        blocking(move || {
+        // What the object is once in place: renaming the file keeps its
+        // inode, size and mtime. Taken from the file written, not
+        // by looking the key up afterwards, when another request may have
+        // replaced or removed it already.
+        let meta = blocking(move || {
             let written = (|| {
                 let mut f = in_dir(&staged, commit, || File::create(&staged))?;
                 f.write_all(&data)?;
@@ -495,15 +499,16 @@ impl Disk {
                 } else {
                     f.sync_data()?;
                 }
-                Ok(())
+                f.metadata()
             })();
             // A failed write (a full disk, say) leaves no temporary file.
             if written.is_err() {
                 let _ = fs::remove_file(&staged);
             }
-            written.map_err(io_err)
+            written.map(|md| meta_of(&md)).map_err(io_err)
         })
         .await?;
+        let when_linked = matches!(when, Condition::IfAbsent);
         let result = match when {
             Condition::Always => self.publish_replace(&tmp, &path).await,
             Condition::IfAbsent => self.publish_new(&tmp, key).await,
@@ -526,7 +531,11 @@ impl Disk {
         };
         let _ = fs::remove_file(&tmp);
         result?;
-        self.stat(key).await
+        match when_linked {
+            // Dedupe may have linked another copy in instead of this file.
+            true => self.stat(key).await,
+            false => Ok(meta),
+        }
     }
 
     async fn publish_replace(&self, tmp: &Path, path: &Path) -> Result<(), ObjectError> {
