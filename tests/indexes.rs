@@ -41,6 +41,19 @@ fn snapshot(h: &Mutex<History>) -> (usize, Option<Option<String>>) {
 
 #[test]
 fn sixteen_clients_moving_pushing_and_deleting_tags_only_ever_read_states_that_existed() {
+    race_tags(0);
+}
+
+/// The same race in a repository whose `index.json` is large enough that
+/// tag pushes are kept as entries of their own until folded in.
+#[test]
+fn the_same_race_in_a_large_index_where_tag_pushes_wait_to_be_folded() {
+    race_tags(1500);
+}
+
+/// Sixteen clients race on tags of a repository that also holds `filler`
+/// tags written into its `index.json` by hand.
+fn race_tags(filler: usize) {
     let reg = Arc::new(Registry::start());
     // Eight images to point tags at; each writer owns two tags.
     let images: Vec<(Vec<u8>, String)> = (0..8)
@@ -49,6 +62,11 @@ fn sixteen_clients_moving_pushing_and_deleting_tags_only_ever_read_states_that_e
             (m, d)
         })
         .collect();
+    let index_path = reg.root().join(REPO).join("index.json");
+    let filled = fill_by_hand(&index_path, &images[0].1, filler);
+    if filler > 0 {
+        assert!(filled > 256 << 10, "{filled} bytes");
+    }
     let bytes_of: BTreeMap<String, Vec<u8>> =
         images.iter().map(|(m, d)| (d.clone(), m.clone())).collect();
     let bytes_of = Arc::new(bytes_of);
@@ -171,8 +189,23 @@ fn sixteen_clients_moving_pushing_and_deleting_tags_only_ever_read_states_that_e
     }
     assert!(reads.load(Ordering::SeqCst) > 100, "the readers barely ran");
 
-    // Afterwards what the API says is what the layout says, and what the
-    // writers last did.
+    // Afterwards the API serves what the writers last did; once a gc pass
+    // has folded what waits, the layout says the same.
+    let listed = all_tags(&reg, REPO, 7);
+    for (tag, h) in histories.iter() {
+        let last = h.lock().unwrap().acked.last().cloned().unwrap();
+        let r = reg.get_manifest(REPO, tag);
+        let served =
+            (r.status == 200).then(|| r.header("Docker-Content-Digest").unwrap().to_string());
+        assert_eq!(served, last, "{tag} through the API");
+        assert_eq!(
+            listed.contains(tag),
+            last.is_some(),
+            "{tag} in the tag list"
+        );
+    }
+    gc_pass(&reg);
+    assert_eq!(tag_entries(&reg, REPO), Vec::<String>::new());
     let on_disk = layout_tags(&reg.root().join(REPO));
     for (tag, h) in histories.iter() {
         let last = h.lock().unwrap().acked.last().cloned().unwrap();
@@ -181,15 +214,54 @@ fn sixteen_clients_moving_pushing_and_deleting_tags_only_ever_read_states_that_e
             last,
             "{tag} in index.json"
         );
-        let r = reg.get_manifest(REPO, tag);
-        let served =
-            (r.status == 200).then(|| r.header("Docker-Content-Digest").unwrap().to_string());
-        assert_eq!(served, last, "{tag} through the API");
     }
+    assert_eq!(listed, on_disk.keys().cloned().collect::<Vec<_>>());
     assert_eq!(
-        all_tags(&reg, REPO, 7),
-        on_disk.keys().cloned().collect::<Vec<_>>()
+        listed.len(),
+        filler + 8 + 48 + listed.iter().filter(|t| t.starts_with('t')).count()
     );
+}
+
+/// Add `n` tags `f00000`.. naming `digest` to the `index.json` at `path` by
+/// hand, each padded to about 450 bytes; the size it then has.
+fn fill_by_hand(path: &std::path::Path, digest: &str, n: usize) -> usize {
+    let mut index = read_json(path);
+    let manifests = index["manifests"].as_array_mut().unwrap();
+    let template = manifests
+        .iter()
+        .find(|d| d["digest"] == json!(digest))
+        .unwrap()
+        .clone();
+    for i in 0..n {
+        let mut d = template.clone();
+        d["annotations"]["org.opencontainers.image.ref.name"] = json!(format!("f{i:05}"));
+        d["annotations"]["padding"] = json!("p".repeat(200));
+        manifests.push(d);
+    }
+    let text = serde_json::to_vec(&index).unwrap();
+    std::fs::write(path, &text).unwrap();
+    text.len()
+}
+
+/// One gc pass over the registry's store, as `skiff gc` runs it.
+fn gc_pass(reg: &Registry) {
+    let out = skiff_command("gc", &reg.config_path()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "skiff gc: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The tags of `repo` kept as entries, not yet folded into `index.json`.
+fn tag_entries(reg: &Registry, repo: &str) -> Vec<String> {
+    let mut names: Vec<String> = names_in(&reg.root().join(repo).join(".tags"))
+        .into_iter()
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    names
 }
 
 /// Every tag of `repo`, read `n` at a time through the `Link` headers.
@@ -449,6 +521,9 @@ fn eight_clients_pushing_different_tags_into_one_repository_all_succeed() {
     }
     let tags = all_tags(&reg, repo, 500);
     assert_eq!(tags.len(), 8 * 150 + 1);
+    // Past about a thousand tags, pushes wait as entries until folded in;
+    // a gc pass folds what is left.
+    gc_pass(&reg);
     assert_eq!(
         layout_tags(&reg.root().join(repo)).len(),
         tags.len(),
@@ -543,28 +618,14 @@ fn a_large_index_remembered_by_the_host_follows_every_change_through_both_hosts(
     let (_, y) = a.push_image("big/app", "y", "image y");
     // Fill the index by hand with 6000 more tags naming x (about 2 MiB).
     let path = a.root().join("big/app/index.json");
-    let mut index = read_json(&path);
-    let manifests = index["manifests"].as_array_mut().unwrap();
-    let template = manifests
-        .iter()
-        .find(|d| d["digest"] == json!(x))
-        .unwrap()
-        .clone();
-    for i in 0..6000 {
-        let mut d = template.clone();
-        d["annotations"]["org.opencontainers.image.ref.name"] = json!(format!("t{i:05}"));
-        d["annotations"]["padding"] = json!("p".repeat(200));
-        manifests.push(d);
-    }
-    let text = serde_json::to_vec(&index).unwrap();
-    assert!(text.len() > 1 << 20, "{} bytes", text.len());
-    std::fs::write(&path, text).unwrap();
-    let mut expected: Vec<String> = (0..6000).map(|i| format!("t{i:05}")).collect();
+    let size = fill_by_hand(&path, &x, 6000);
+    assert!(size > 1 << 20, "{size} bytes");
+    let mut expected: Vec<String> = (0..6000).map(|i| format!("f{i:05}")).collect();
     expected.extend(["x".to_string(), "y".to_string()]);
     for reg in [&a, &b] {
-        assert_eq!(digest_of(reg, "big/app", "t04321").as_ref(), Some(&x));
+        assert_eq!(digest_of(reg, "big/app", "f04321").as_ref(), Some(&x));
         assert_eq!(digest_of(reg, "big/app", "y").as_ref(), Some(&y));
-        assert_eq!(digest_of(reg, "big/app", "t06000"), None);
+        assert_eq!(digest_of(reg, "big/app", "f06000"), None);
         assert_eq!(all_tags(reg, "big/app", 1000), expected);
         // By digest too: the listed media type comes from the host's table.
         let r = reg.get_manifest("big/app", &x);
@@ -576,37 +637,162 @@ fn a_large_index_remembered_by_the_host_follows_every_change_through_both_hosts(
         let (writer, reader) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
         let r = writer.put_manifest(
             "big/app",
-            "t00007",
+            "f00007",
             OCI_MANIFEST,
             &a.get_manifest("big/app", &y).body,
         );
         assert_eq!(r.status, 201, "{}", r.text());
         assert_eq!(
-            digest_of(reader, "big/app", "t00007").as_ref(),
+            digest_of(reader, "big/app", "f00007").as_ref(),
             Some(&y),
             "round {round}"
         );
-        let r = writer.put_manifest("big/app", "t00007", OCI_MANIFEST, &xb);
+        let r = writer.put_manifest("big/app", "f00007", OCI_MANIFEST, &xb);
         assert_eq!(r.status, 201, "{}", r.text());
         assert_eq!(
-            digest_of(reader, "big/app", "t00007").as_ref(),
+            digest_of(reader, "big/app", "f00007").as_ref(),
             Some(&x),
             "round {round}"
         );
     }
-    assert_eq!(b.delete("/v2/big/app/manifests/t00100").status, 202);
-    assert_eq!(digest_of(&a, "big/app", "t00100"), None);
-    let page = a.get("/v2/big/app/tags/list?n=3&last=t00098").json();
-    assert_eq!(page["tags"], json!(["t00099", "t00101", "t00102"]));
+    assert_eq!(b.delete("/v2/big/app/manifests/f00100").status, 202);
+    assert_eq!(digest_of(&a, "big/app", "f00100"), None);
+    let page = a.get("/v2/big/app/tags/list?n=3&last=f00098").json();
+    assert_eq!(page["tags"], json!(["f00099", "f00101", "f00102"]));
     // A hand edit of the large index is served on the next request.
     let mut index = read_json(&path);
     for d in index["manifests"].as_array_mut().unwrap() {
-        if d["annotations"]["org.opencontainers.image.ref.name"] == json!("t00200") {
+        if d["annotations"]["org.opencontainers.image.ref.name"] == json!("f00200") {
             d["digest"] = json!(y);
         }
     }
     std::fs::write(&path, serde_json::to_vec(&index).unwrap()).unwrap();
     for reg in [&a, &b] {
-        assert_eq!(digest_of(reg, "big/app", "t00200").as_ref(), Some(&y));
+        assert_eq!(digest_of(reg, "big/app", "f00200").as_ref(), Some(&y));
     }
+}
+
+/// In a large repository a tag push writes an entry of its own instead of
+/// the whole `index.json`; what the registry serves is the index with the
+/// entries over it, through every host, across a restart and a gc pass,
+/// and the entries are folded into `index.json` once enough wait.
+#[test]
+fn tag_pushes_into_a_large_index_wait_as_entries_and_are_folded_in() {
+    let (mut a, b) = two_hosts();
+    let (xb, x) = a.push_image("big/journal", "x", "image x");
+    let (yb, y) = a.push_image("big/journal", "y", "image y");
+    let path = a.root().join("big/journal/index.json");
+    fill_by_hand(&path, &x, 1500);
+    let dir = a.root().join("big/journal");
+    let on_disk = || layout_tags(&dir);
+
+    // A push waits as an entry, and both hosts serve it at once.
+    assert_eq!(
+        a.put_manifest("big/journal", "new", OCI_MANIFEST, &yb)
+            .status,
+        201
+    );
+    assert_eq!(tag_entries(&a, "big/journal"), ["new"]);
+    assert!(!on_disk().contains_key("new"), "index.json was rewritten");
+    for reg in [&a, &b] {
+        assert_eq!(digest_of(reg, "big/journal", "new").as_ref(), Some(&y));
+        let r = reg.get_manifest("big/journal", "new");
+        assert_eq!((r.status, &r.body), (200, &yb));
+        let page = reg.get("/v2/big/journal/tags/list?n=2&last=f01499").json();
+        assert_eq!(page["tags"], json!(["new", "x"]));
+    }
+    // Moving a tag the index holds: the entry wins over it.
+    assert_eq!(
+        b.put_manifest("big/journal", "f00003", OCI_MANIFEST, &yb)
+            .status,
+        201
+    );
+    assert_eq!(digest_of(&a, "big/journal", "f00003").as_ref(), Some(&y));
+    assert_eq!(on_disk()["f00003"].1, x);
+    // A manifest named only by an entry is in use: its blob cannot go.
+    let (zb, z) = a.push_image("big/journal", "z-only", "image z");
+    let r = a.delete(&format!("/v2/big/journal/blobs/{z}"));
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(tag_entries(&a, "big/journal").contains(&"z-only".to_string()));
+
+    // Entries are stored: a restart loses none.
+    a.restart();
+    assert_eq!(digest_of(&a, "big/journal", "z-only").as_ref(), Some(&z));
+    assert_eq!(digest_of(&a, "big/journal", "new").as_ref(), Some(&y));
+
+    // Enough entries, and the push that makes them enough folds them all.
+    for i in 0..300 {
+        let r = b.put_manifest("big/journal", &format!("p{i:03}"), OCI_MANIFEST, &xb);
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let waiting = tag_entries(&a, "big/journal");
+    assert!(waiting.len() < 256, "{} entries wait", waiting.len());
+    let folded = on_disk();
+    for t in ["new", "z-only", "p000"] {
+        assert!(folded.contains_key(t), "{t} not folded in");
+    }
+    assert_eq!(folded["f00003"].1, y);
+    let mut expected: Vec<String> = (0..1500).map(|i| format!("f{i:05}")).collect();
+    expected.extend(["new", "x", "y", "z-only"].map(String::from));
+    expected.extend((0..300).map(|i| format!("p{i:03}")));
+    expected.sort();
+    for reg in [&a, &b] {
+        assert_eq!(all_tags(reg, "big/journal", 100), expected);
+        assert_eq!(digest_of(reg, "big/journal", "p299").as_ref(), Some(&x));
+    }
+
+    // Deleting a tag folds the rest first, so nothing waits after it.
+    assert_eq!(a.delete("/v2/big/journal/manifests/new").status, 202);
+    assert_eq!(tag_entries(&a, "big/journal"), Vec::<String>::new());
+    assert!(!on_disk().contains_key("new"));
+    assert_eq!(digest_of(&b, "big/journal", "new"), None);
+
+    // A gc pass folds what waits, keeps what entries name, and scrub
+    // finds the layout whole.
+    assert_eq!(
+        b.put_manifest("big/journal", "late", OCI_MANIFEST, &zb)
+            .status,
+        201
+    );
+    assert_eq!(tag_entries(&a, "big/journal"), ["late"]);
+    gc_pass(&a);
+    assert_eq!(tag_entries(&a, "big/journal"), Vec::<String>::new());
+    assert_eq!(on_disk()["late"].1, z);
+    let r = a.get_manifest("big/journal", "late");
+    assert_eq!((r.status, &r.body), (200, &zb));
+    let (ok, text) = scrub(&a, &[]);
+    assert!(ok, "{text}");
+
+    // A damaged entry is passed over (its tag serves what index.json says),
+    // and scrub names it and removes it on repair.
+    std::fs::create_dir_all(a.root().join("big/journal/.tags")).unwrap();
+    std::fs::write(a.root().join("big/journal/.tags/x"), b"{\"torn").unwrap();
+    assert_eq!(digest_of(&a, "big/journal", "x").as_ref(), Some(&x));
+    assert_eq!(
+        a.put_manifest("big/journal", "after", OCI_MANIFEST, &yb)
+            .status,
+        201
+    );
+    let (ok, text) = scrub(&a, &[]);
+    assert!(!ok && text.contains(".tags/x"), "{text}");
+    let (ok, text) = scrub(&a, &["--repair"]);
+    assert!(!ok && text.contains("removed"), "{text}");
+    assert_eq!(tag_entries(&a, "big/journal"), ["after"]);
+    let (ok, text) = scrub(&a, &[]);
+    assert!(ok, "{text}");
+}
+
+/// `skiff scrub` on the registry's store: whether it found it whole, and
+/// what it said.
+fn scrub(reg: &Registry, flags: &[&str]) -> (bool, String) {
+    let out = skiff_command("scrub", &reg.config_path())
+        .args(flags)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
 }

@@ -103,6 +103,11 @@ fn collect(repo: &str, policy: &Policy) -> Result<Report, LayoutError> {
     };
     report.uploads_removed = sweep_uploads(repo, now, delay, sweep)?;
     sweep_temp_files(repo, now, delay, sweep)?;
+    // Tag pushes into a large repository wait as entries of their own; each
+    // pass brings its index.json up to date for tools that read it.
+    if !sweep.dry_run {
+        meta::fold(repo)?;
+    }
     let Some((idx, _)) = meta::index(repo)? else {
         return Ok(report);
     };
@@ -369,7 +374,11 @@ fn sweep_referrer_lists(repo: &str) -> Result<(), LayoutError> {
 /// Temporary files (`.tmp-…`) a crashed write or convergence left behind,
 /// once older than the delay (a younger one may be a write in flight).
 fn sweep_temp_files(repo: &str, now: u64, delay: u64, sweep: Sweep) -> Result<(), LayoutError> {
-    let mut prefixes = vec![format!("{repo}/"), keys::uploads_prefix(repo)];
+    let mut prefixes = vec![
+        format!("{repo}/"),
+        keys::uploads_prefix(repo),
+        keys::tag_entries_prefix(repo),
+    ];
     for alg in [Algorithm::Sha256, Algorithm::Sha512] {
         prefixes.push(keys::blobs_prefix(repo, alg.as_str()));
         prefixes.push(keys::pulled_prefix(repo, alg.as_str()));

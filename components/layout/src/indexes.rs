@@ -35,6 +35,9 @@ pub const REMEMBERED_ABOVE_BYTES: u64 = 1 << 20;
 const TAGS: &str = "tags";
 /// The host's table of an index's digests, each with its media type.
 const DIGESTS: &str = "digests";
+/// The host's table of the tag entries an index has absorbed, each with
+/// the entry's version (`journal`).
+const FOLDED: &str = "folded";
 
 /// A parsed `index.json` with its lookup tables, made on first use: an
 /// index a push just wrote is kept without them, and only a lookup pays.
@@ -118,7 +121,7 @@ pub struct Listed {
 }
 
 impl Listed {
-    fn of(d: &Descriptor) -> Listed {
+    pub fn of(d: &Descriptor) -> Listed {
         Listed {
             digest: d.digest.clone(),
             media_type: d.media_type.clone(),
@@ -142,17 +145,24 @@ impl Listed {
 /// An index to look things up in: parsed here, or remembered by the host.
 pub enum Lookup {
     Parsed(Rc<Indexed>),
-    Remembered { key: String, version: String },
+    Remembered {
+        key: String,
+        version: String,
+        /// The largest index to read when the host has forgotten it.
+        max: u64,
+    },
 }
 
 impl Lookup {
     pub fn by_tag(&self, tag: &str) -> Result<Option<Listed>, LayoutError> {
         match self {
             Lookup::Parsed(x) => Ok(x.by_tag(tag).map(Listed::of)),
-            Lookup::Remembered { key, version } => match objects::recall(key, version, TAGS, tag) {
-                Some(found) => Ok(found.as_deref().and_then(Listed::decode)),
-                None => Ok(derive(key)?.and_then(|x| x.by_tag(tag).map(Listed::of))),
-            },
+            Lookup::Remembered { key, version, max } => {
+                match objects::recall(key, version, TAGS, tag) {
+                    Some(found) => Ok(found.as_deref().and_then(Listed::decode)),
+                    None => Ok(derive(key, *max)?.and_then(|x| x.by_tag(tag).map(Listed::of))),
+                }
+            }
         }
     }
 
@@ -161,12 +171,29 @@ impl Lookup {
         let of = |x: &Indexed| x.by_digest(digest).map(|d| d.media_type.clone());
         match self {
             Lookup::Parsed(x) => Ok(of(x)),
-            Lookup::Remembered { key, version } => {
+            Lookup::Remembered { key, version, max } => {
                 match objects::recall(key, version, DIGESTS, digest) {
                     Some(found) => Ok(found),
-                    None => Ok(derive(key)?.and_then(|x| of(&x))),
+                    None => Ok(derive(key, *max)?.and_then(|x| of(&x))),
                 }
             }
+        }
+    }
+
+    /// Whether the index has absorbed `tag`'s entry at `version`
+    /// (`journal`): its own value for the tag is then the newer one.
+    pub fn absorbed(&self, tag: &str, version: &str) -> Result<bool, LayoutError> {
+        let of = |x: &Indexed| x.index.folded(tag) == Some(version);
+        match self {
+            Lookup::Parsed(x) => Ok(of(x)),
+            Lookup::Remembered {
+                key,
+                version: at,
+                max,
+            } => match objects::recall(key, at, FOLDED, tag) {
+                Some(found) => Ok(found.as_deref() == Some(version)),
+                None => Ok(derive(key, *max)?.is_some_and(|x| of(&x))),
+            },
         }
     }
 
@@ -178,10 +205,10 @@ impl Lookup {
     ) -> Result<(Vec<String>, bool), LayoutError> {
         match self {
             Lookup::Parsed(x) => Ok(x.tags_page(last, n as usize)),
-            Lookup::Remembered { key, version } => {
+            Lookup::Remembered { key, version, max } => {
                 match objects::recall_names(key, version, TAGS, last, n) {
                     Some(page) => Ok(page),
-                    None => Ok(derive(key)?
+                    None => Ok(derive(key, *max)?
                         .map(|x| x.tags_page(last, n as usize))
                         .unwrap_or_default()),
                 }
@@ -204,16 +231,18 @@ pub fn lookup(key: &str, max: u64) -> Result<Option<Lookup>, LayoutError> {
         return Ok(Some(Lookup::Remembered {
             key: key.to_string(),
             version: meta.version,
+            max,
         }));
     }
     let loaded = CACHE.with(|c| cache::load_at(c, key, &meta.version, max, |b| parse(key, b)))?;
     Ok(loaded.map(|(x, _)| Lookup::Parsed(x)))
 }
 
-/// Parse the (large) index at `key` and hand the host its tables; `None`
-/// if it is gone. What the host does not keep costs only this request.
-fn derive(key: &str) -> Result<Option<Rc<Indexed>>, LayoutError> {
-    let (bytes, meta) = match objects::get(key, crate::meta::MAX_INDEX_BYTES) {
+/// Parse the (large) index at `key`, of at most `max` bytes, and hand the
+/// host its tables; `None` if it is gone. What the host does not keep costs
+/// only this request.
+fn derive(key: &str, max: u64) -> Result<Option<Rc<Indexed>>, LayoutError> {
+    let (bytes, meta) = match objects::get(key, max) {
         Ok(got) => got,
         Err(ObjectError::NotFound) => return Ok(None),
         Err(e) => return Err(e.into()),
@@ -240,6 +269,7 @@ fn hand_to_host(key: &str, version: &str, x: &Indexed) {
     // it, it keeps nothing and the digests need not be sent.
     if objects::remember(key, version, TAGS, &tags) {
         objects::remember(key, version, DIGESTS, &digests);
+        objects::remember(key, version, FOLDED, &x.index.folded_entries());
     }
 }
 

@@ -76,3 +76,14 @@ pub fn pulled(repo: &str, d: &Digest) -> String {
 pub fn pulled_prefix(repo: &str, algorithm: &str) -> String {
     format!("{repo}/.pulls/{algorithm}/")
 }
+
+/// A tag pushed into a large repository and not yet folded into its
+/// `index.json` (`journal`).
+pub fn tag_entry(repo: &str, tag: &str) -> String {
+    format!("{repo}/.tags/{tag}")
+}
+
+/// The listing prefix of a repository's tag entries.
+pub fn tag_entries_prefix(repo: &str) -> String {
+    format!("{repo}/.tags/")
+}

@@ -11,6 +11,7 @@
 //! <repo>/.uploads/<id>              bytes of an upload in progress
 //! <repo>/.uploads/<id>.json         its state
 //! <repo>/.referrers/<alg>/<hex>     descriptors of manifests whose subject is <alg>:<hex>
+//! <repo>/.tags/<tag>                a tag pushed into a large index, not yet folded in
 //! .skiff/catalog.json               every repository's name (the catalog's index)
 //! ```
 
@@ -29,6 +30,7 @@ pub mod bindings {
 pub mod cache;
 pub mod catalog;
 pub mod indexes;
+pub mod journal;
 pub mod keys;
 pub mod meta;
 pub mod walk;

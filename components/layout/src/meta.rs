@@ -3,12 +3,14 @@
 //! version, retried on conflict, so no lock is ever held.
 
 use crate::indexes::{self, Indexed};
+use crate::journal;
 use crate::objects::{self, Condition, ObjectError};
 use crate::{keys, LayoutError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use skiff_core::layout::{Descriptor, ImageIndex, OCI_LAYOUT_FILE};
 use skiff_core::{Digest, RepoName};
+use std::cell::RefCell;
 use std::rc::Rc;
 use wasip2::clocks::monotonic_clock;
 
@@ -139,9 +141,14 @@ pub fn ensure_layout(repo: &str) -> Result<(), LayoutError> {
     Ok(())
 }
 
-/// The repository's index with its version, or `None` if there is no such repository.
+/// The repository's index as the registry serves it (with the tag entries
+/// not yet folded: `journal`) and the version of its `index.json`, or
+/// `None` if there is no such repository.
 pub fn index(repo: &str) -> Result<Option<(ImageIndex, String)>, LayoutError> {
-    let (idx, version) = load::<ImageIndex>(&keys::index(repo), MAX_INDEX_BYTES)?;
+    // Entries first: one folded in between is in the index read after.
+    let entries = journal::entries(repo)?;
+    let (mut idx, version) = load::<ImageIndex>(&keys::index(repo), MAX_INDEX_BYTES)?;
+    journal::overlay(&mut idx, &entries);
     Ok(version.map(|v| (idx, v)))
 }
 
@@ -157,26 +164,74 @@ pub fn lookup(repo: &str) -> Result<Option<indexes::Lookup>, LayoutError> {
     indexes::lookup(&keys::index(repo), MAX_INDEX_BYTES)
 }
 
-/// Change the repository's index (creating the layout first). It is read
-/// through the cache (and taken out of it, so it is not copied), and what
-/// is written is kept in it.
-pub fn update_index<E, F>(repo: &str, change: F) -> Result<(), E>
+/// Change the repository's index (creating the layout first), folding in
+/// the tag entries waiting (`journal`) in the same write, so `change` sees
+/// the index as it is served. It is read through the cache (and taken out
+/// of it, so it is not copied), and what is written is kept in it.
+pub fn update_index<E, F>(repo: &str, mut change: F) -> Result<(), E>
 where
     E: From<LayoutError>,
     F: FnMut(&mut ImageIndex) -> Result<bool, E>,
 {
     ensure_layout(repo)?;
     let key = keys::index(repo);
+    let folding = RefCell::new(Vec::new());
+    // The index first, then the entries (`journal::apply` says why).
     let read = || {
-        Ok(match indexes::take(&key, MAX_INDEX_BYTES)? {
+        let read = match indexes::take(&key, MAX_INDEX_BYTES)? {
             Some((index, version)) => (index, Some(version)),
             None => (ImageIndex::default(), None),
-        })
+        };
+        *folding.borrow_mut() = journal::entries(repo)?;
+        Ok(read)
     };
     let stored = |idx: &mut ImageIndex, version: &str, cost: usize| {
         indexes::remember(&key, version, Indexed::new(std::mem::take(idx)), cost)
     };
-    update_with(&key, read, stored, change).map(|_| ())
+    let fold_then_change = |idx: &mut ImageIndex| {
+        let folded = journal::apply(idx, &folding.borrow());
+        Ok::<bool, E>(change(idx)? | folded)
+    };
+    update_with(&key, read, stored, fold_then_change)?;
+    // Only once the index holding them is stored. One left by a failure
+    // here names what the index does and is folded again by the next change.
+    let _ = journal::clear(repo, &folding.borrow());
+    Ok(())
+}
+
+/// Fold the repository's tag entries, if it has any, into its `index.json`.
+pub fn fold(repo: &str) -> Result<(), LayoutError> {
+    if journal::tags(repo)?.is_empty() {
+        return Ok(());
+    }
+    update_index(repo, |_| Ok::<bool, LayoutError>(false))
+}
+
+/// Point each of `tags` at `desc`: in `index.json`, or, when that is large,
+/// with an entry each (`journal`), folded once enough wait.
+pub fn set_tags(repo: &str, tags: &[&str], desc: &Descriptor) -> Result<(), LayoutError> {
+    let large =
+        crate::stat(&keys::index(repo))?.is_some_and(|m| m.size > journal::JOURNAL_ABOVE_BYTES);
+    if !large {
+        return update_index(repo, |idx| {
+            for t in tags {
+                idx.set_tag(t, desc);
+            }
+            Ok::<bool, LayoutError>(!tags.is_empty())
+        });
+    }
+    for t in tags {
+        journal::write(repo, t, desc)?;
+    }
+    if journal::tags(repo)?.len() >= journal::FOLD_AT {
+        // The tags are stored already; a fold that loses to another can
+        // be left to the next one.
+        match update_index(repo, |_| Ok::<bool, LayoutError>(false)) {
+            Ok(()) | Err(LayoutError::Contended(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Every directory that holds an `index.json` and whose path is a valid

@@ -19,7 +19,7 @@ mod bindings {
 
 use bindings::exports::skiff::registry::scrub::{Damaged, Guest, Report};
 use skiff_core::{Algorithm, Digest};
-use skiff_layout::{keys, meta, stat, walk, LayoutError, ObjectError};
+use skiff_layout::{journal, keys, meta, stat, walk, LayoutError, ObjectError};
 
 struct Scrub;
 
@@ -56,6 +56,17 @@ fn check(repo: &str, repair: bool) -> Result<Report, LayoutError> {
         }
         Err(e) => return Err(e),
     };
+    // A tag entry waiting to be folded (`journal`) that does not read as a
+    // descriptor is passed over, so its tag serves what index.json says.
+    for (tag, key, version) in journal::damaged(repo)? {
+        let removed = repair && skiff_layout::remove_if(&key, &version)?;
+        report.damaged.push(Damaged {
+            digest: key,
+            actual: "not a tag entry".into(),
+            images: vec![tag],
+            removed,
+        });
+    }
     // An entry that names no valid digest leaves its tag unservable.
     for d in &idx.manifests {
         if d.digest.parse::<Digest>().is_err() {

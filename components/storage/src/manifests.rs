@@ -52,13 +52,13 @@ pub fn record_pull(repo: &str, digest: &str) -> Result<(), Error> {
 }
 
 pub fn get(repo: &str, reference_str: &str) -> Result<Manifest, Error> {
-    let idx = meta::lookup(repo)?.ok_or(Error::ManifestUnknown)?;
     let (digest, listed_type) = match reference(reference_str)? {
         Reference::Tag(t) => {
-            let listed = idx.by_tag(t.as_str())?.ok_or(Error::ManifestUnknown)?;
+            let listed = meta::tagged(repo, t.as_str())?.ok_or(Error::ManifestUnknown)?;
             (keys::digest(&listed.digest)?, Some(listed.media_type))
         }
         Reference::Digest(d) => {
+            let idx = meta::lookup(repo)?.ok_or(Error::ManifestUnknown)?;
             let listed = idx.media_type_of(&d.to_string())?;
             (d, listed)
         }
@@ -139,18 +139,24 @@ pub fn put(
     if let Reference::Tag(t) = &target {
         all_tags.push(t.as_str());
     }
-    // A tag push always changes the index (the push time, at least); only
-    // a push by digest of a manifest already listed leaves it as it is.
-    let indexed = meta::update_index(repo, |idx| {
-        if all_tags.is_empty() {
-            return Ok(idx.add_untagged(&desc));
-        }
-        for t in &all_tags {
-            idx.set_tag(t, &desc);
-        }
-        Ok(true)
-    });
+    // Only a push by digest of a manifest already listed leaves the index
+    // as it is.
+    let indexed = if all_tags.is_empty() {
+        meta::update_index(repo, |idx| Ok(idx.add_untagged(&desc)))
+    } else {
+        meta::set_tags(repo, &all_tags, &desc)
+    };
     if let Err(e) = indexed {
+        // A push of several tags into a large repository may have written
+        // some of their entries (`journal`) before failing: those name the
+        // manifest now, so it stays.
+        let named = all_tags.iter().any(|t| {
+            skiff_layout::journal::get(repo, t)
+                .is_ok_and(|e| e.is_some_and(|e| e.desc.digest == desc.digest))
+        });
+        if named {
+            return Err(e);
+        }
         // Take back what this push wrote, and only that: a version that
         // changed means a concurrent push of the same manifest wrote or
         // touched it, and it is theirs now.
