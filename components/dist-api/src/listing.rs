@@ -73,7 +73,7 @@ where
     let Some(n) = req.query("n") else {
         let (batch, more) = fetch(last, STORE_PAGE)?;
         if more {
-            return Ok(streamed(head, batch, more, fetch, keep));
+            return Ok(streamed(head, batch, fetch, keep));
         }
         // All of it in one store page (the usual case): sent whole.
         return Ok(whole(head, &keep(batch)));
@@ -118,29 +118,23 @@ fn push_entries(out: &mut Vec<u8>, entries: &[String], first: bool) {
     }
 }
 
-/// The body of `listed` without `n`: `head`, the entries of `batch` and of
-/// every later store page that `keep` keeps, and the list's end.
-fn streamed<F, K>(
-    head: String,
-    batch: Vec<String>,
-    more: bool,
-    mut fetch: F,
-    mut keep: K,
-) -> Response
+/// The body of `listed` without `n`: `head`, the entries of `batch` (a
+/// first store page that more follow) and of every later store page that
+/// `keep` keeps, and the list's end.
+fn streamed<F, K>(head: String, batch: Vec<String>, mut fetch: F, mut keep: K) -> Response
 where
     F: FnMut(Option<&str>, u32) -> Result<(Vec<String>, bool), RegistryError> + 'static,
     K: FnMut(Vec<String>) -> Vec<String> + 'static,
 {
     let mut cursor = batch.last().cloned();
-    let mut first_piece = Some((head, batch, more));
+    let mut first_piece = Some((head, batch));
     let mut more = true;
     let mut any = false;
     let mut ended = false;
     let next = move || -> Result<Option<Vec<u8>>, RegistryError> {
         let mut out = Vec::new();
-        let batch = if let Some((head, batch, m)) = first_piece.take() {
+        let batch = if let Some((head, batch)) = first_piece.take() {
             out.extend(head.into_bytes());
-            more = m;
             batch
         } else if more {
             let (batch, m) = fetch(cursor.as_deref(), STORE_PAGE)?;

@@ -100,19 +100,18 @@ pub fn load<V>(
     max: u64,
     parse: impl FnOnce(&[u8]) -> Result<V, LayoutError>,
 ) -> Result<Option<(Rc<V>, String)>, LayoutError> {
-    let cached = cache.borrow_mut().get(key);
-    if let Some((version, value)) = cached {
-        match objects::stat(key) {
-            Ok(m) if m.version == version => return Ok(Some((value, version))),
-            Ok(_) => {}
-            Err(ObjectError::NotFound) => {
-                cache.borrow_mut().forget(key);
-                return Ok(None);
-            }
-            Err(e) => return Err(e.into()),
-        }
+    // With nothing cached there is nothing to check: read at once.
+    if !cache.borrow().entries.contains_key(key) {
+        return fetch(cache, key, max, parse);
     }
-    fetch(cache, key, max, parse)
+    match objects::stat(key) {
+        Ok(m) => load_at(cache, key, &m.version, max, parse),
+        Err(ObjectError::NotFound) => {
+            cache.borrow_mut().forget(key);
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `load` for a caller that has just learned the stored `version`.
