@@ -259,13 +259,19 @@ async fn main() -> Result<()> {
             for m in scale::MEASURES {
                 let _ = write!(out, " {m} p50 ms |");
             }
-            let _ = writeln!(out, "\n|---|---|{}", "---|".repeat(scale::MEASURES.len()));
+            let _ = write!(out, " tag push mean ms |");
+            let _ = writeln!(
+                out,
+                "\n|---|---|{}",
+                "---|".repeat(scale::MEASURES.len() + 1)
+            );
             for (name, points) in &runs {
                 for p in points {
                     let _ = write!(out, "| {name} | {} |", p.n);
                     for v in p.p50_ms {
                         let _ = write!(out, " {} |", fmt(v));
                     }
+                    let _ = write!(out, " {} |", fmt(p.push_mean_ms));
                     out.push('\n');
                 }
             }

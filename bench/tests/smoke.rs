@@ -121,7 +121,7 @@ fn scale_reports_latency_against_n_and_draws_it() {
                 .find(|l| l.starts_with(&format!("| {registry} | {n} |")))
                 .unwrap_or_else(|| panic!("no row for {registry} at {n}:\n{out}"));
             let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
-            assert_eq!(cells.len(), 6, "{row}");
+            assert_eq!(cells.len(), 7, "{row}");
             for v in &cells[2..] {
                 assert!(v.parse::<f64>().unwrap_or(0.0) > 0.0, "{row}");
             }
