@@ -490,6 +490,14 @@ impl Disk {
             let written = (|| {
                 let mut f = in_dir(&staged, commit, || File::create(&staged))?;
                 f.write_all(&data)?;
+                // The version is inode, mtime and size, and a freed inode
+                // is soon reused (a tag entry removed by a fold, then
+                // pushed again with a digest of the same length). The
+                // kernel may stamp files written within one tick with the
+                // same coarse time, so two versions of a key could look
+                // alike; a time taken from the fine-grained clock keeps
+                // them apart.
+                f.set_modified(std::time::SystemTime::now())?;
                 // Small objects (index.json above all) are synced before
                 // they replace or join anything, even without `commit`: a
                 // power cut may lose a recent update, but never leave an
@@ -541,7 +549,19 @@ impl Disk {
     async fn publish_replace(&self, tmp: &Path, path: &Path) -> Result<(), ObjectError> {
         let (tmp, path, commit) = (tmp.to_path_buf(), path.to_path_buf(), self.commit);
         blocking(move || {
+            // Under the lock of the file replaced, which conditional deletes
+            // and swaps take too (`lock_version`): a delete that found the
+            // old version would otherwise remove this new file by its name.
+            let replaced = match File::open(&path) {
+                Ok(f) => {
+                    f.lock().map_err(io_err)?;
+                    Some(f)
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => None,
+                Err(e) => return Err(io_err(e)),
+            };
             fs::rename(&tmp, &path).map_err(io_err)?;
+            drop(replaced);
             if commit {
                 sync_dir(&path).map_err(io_err)?;
             }
