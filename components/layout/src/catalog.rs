@@ -96,13 +96,18 @@ pub fn remove(repo: &str) -> Result<(), LayoutError> {
 }
 
 /// Make the index say what a walk of the layouts found (`walked`, sorted):
-/// names it lacks are added, and a name the walk did not see stays only if
-/// its `index.json` exists now (it was created after the walk passed it).
+/// names it lacks are added, and a name the walk did not see stays if
+/// anything is stored under it now: a layout created after the walk passed
+/// it, or one being created (`meta::ensure_layout` writes `oci-layout`,
+/// lists the name, then writes `index.json`; dropping the name in between
+/// would lose a repository from the catalog until the next reconcile).
 pub fn reconcile(walked: &[String]) -> Result<(), LayoutError> {
     change(|c| {
         let mut merged: Vec<String> = walked.to_vec();
         for name in &c.repositories {
-            if walked.binary_search(name).is_err() && crate::stat(&keys::index(name))?.is_some() {
+            if walked.binary_search(name).is_err()
+                && !crate::children(&format!("{name}/"))?.is_empty()
+            {
                 merged.push(name.clone());
             }
         }

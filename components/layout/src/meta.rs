@@ -124,20 +124,20 @@ pub fn ensure_layout(repo: &str) -> Result<(), LayoutError> {
     if crate::stat(&keys::index(repo))?.is_some() {
         return Ok(());
     }
-    // Listed first: a crash before the layout exists leaves a name that the
-    // next reconcile drops, never a repository the catalog misses.
-    crate::catalog::add(repo)?;
+    // Listed before index.json makes it a repository, so a crash in between
+    // leaves a name the catalog lists without a layout, never a repository
+    // the catalog misses; and after `oci-layout`, so a reconcile running
+    // meanwhile sees something stored under the name and keeps it.
     let empty_index = serde_json::to_vec(&ImageIndex::default())
         .map_err(|e| LayoutError::Corrupt(e.to_string()))?;
-    for (key, bytes) in [
-        (keys::oci_layout(repo), OCI_LAYOUT_FILE.to_vec()),
-        (keys::index(repo), empty_index),
-    ] {
-        match objects::put(&key, &bytes, &Condition::IfAbsent) {
-            Ok(_) | Err(ObjectError::PreconditionFailed) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let put_if_absent =
+        |key: String, bytes: &[u8]| match objects::put(&key, bytes, &Condition::IfAbsent) {
+            Ok(_) | Err(ObjectError::PreconditionFailed) => Ok(()),
+            Err(e) => Err(LayoutError::from(e)),
+        };
+    put_if_absent(keys::oci_layout(repo), OCI_LAYOUT_FILE)?;
+    crate::catalog::add(repo)?;
+    put_if_absent(keys::index(repo), &empty_index)?;
     Ok(())
 }
 
